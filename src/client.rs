@@ -1,0 +1,1 @@
+//! chat-client: the seed's terminal client (work in progress).
