@@ -7,6 +7,9 @@
 //! runs the password hashing off the loop, and [`server`] is the thin mio shell
 //! that connects them to real sockets. [`client`] is the terminal client.
 
+pub mod accounts;
+pub mod chat;
 pub mod client;
 pub mod framing;
 pub mod protocol;
+pub mod server;

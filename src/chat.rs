@@ -1,0 +1,536 @@
+//! The chat state machine: who is registered, who is online, and what each line
+//! makes the server say.
+//!
+//! [`Chat`] has no sockets, no clock and no threads. The shell feeds it events
+//! (a connection opened, a line arrived, a password hash finished, time passed,
+//! a connection closed) and it answers through an [`Outbox`]: bytes for a
+//! connection, a connection to close, a hashing job to start. That keeps every
+//! rule of SPEC section 2 testable in microseconds, and keeps the event loop
+//! free of chat logic.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::info;
+
+use crate::framing::clean_line;
+use crate::protocol::{
+    self, Command, Credentials, Lang, PROMPT_PASSWORD, PROMPT_USERNAME, Reply, valid_password,
+    valid_username,
+};
+
+/// Identifies a connection; the shell uses its slab key. A key may be reused
+/// after [`Chat::disconnect`], so anything that outlives a connection also
+/// carries its [`Ticket`].
+pub type ConnId = usize;
+
+/// Failed logins one connection may make; the last one closes it.
+pub const MAX_FAILED_LOGINS: u32 = 5;
+
+/// Names a connection across time: the slab key plus a serial number that is
+/// never reused, so a hash result for a connection that has gone is not
+/// delivered to a newcomer on the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    pub conn: ConnId,
+    pub serial: u64,
+}
+
+/// Slow work the core hands to the accounts worker.
+#[derive(Debug)]
+pub enum AuthJob {
+    /// Hash the password, append the account to the file and fsync it.
+    Register {
+        ticket: Ticket,
+        username: String,
+        password: String,
+    },
+    /// Check a password against a stored hash; `None` means the user does not
+    /// exist and the worker verifies against a dummy hash, so that an unknown
+    /// name costs as much time as a wrong password.
+    Verify {
+        ticket: Ticket,
+        phc: Option<Arc<str>>,
+        password: String,
+    },
+}
+
+/// What came of an [`AuthJob`].
+#[derive(Debug)]
+pub enum AuthOutcome {
+    /// The account is durably stored under this PHC hash string.
+    Registered { username: String, phc: Arc<str> },
+    /// The account could not be written; the name must be freed.
+    StorageFailed { username: String },
+    /// Whether the password matched.
+    Verified(bool),
+}
+
+/// A finished [`AuthJob`], sent back to the loop.
+#[derive(Debug)]
+pub struct AuthDone {
+    pub ticket: Ticket,
+    pub outcome: AuthOutcome,
+}
+
+/// Where the core's decisions go. The shell implements it on its connections;
+/// tests implement it with a recorder.
+pub trait Outbox {
+    /// Queue bytes for a connection (it may be gone: then nothing happens).
+    fn send(&mut self, conn: ConnId, bytes: &[u8]);
+    /// Close a connection once what was sent to it is flushed. The core has
+    /// already forgotten it.
+    fn close(&mut self, conn: ConnId);
+    /// Start slow work; its [`AuthDone`] comes back through [`Chat::auth_done`].
+    fn submit(&mut self, job: AuthJob);
+}
+
+/// Settings the core needs.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    pub lang: Lang,
+    /// How long a connection may stay without logging in.
+    pub login_timeout: Duration,
+    /// At most this many hash jobs in flight; more get `BUSY`.
+    pub max_pending_auth: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            lang: Lang::Id,
+            login_timeout: Duration::from_secs(120),
+            max_pending_auth: 256,
+        }
+    }
+}
+
+/// An account as the core knows it.
+#[derive(Debug)]
+enum Account {
+    /// A `regist` for this name is being hashed and written: the name is taken
+    /// but nobody can log in with it yet.
+    Reserving,
+    /// Durably stored.
+    Stored(Arc<str>),
+}
+
+/// Which dialogue a bare `login` / `regist` started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DialogueKind {
+    Login,
+    Regist,
+}
+
+/// The prompt dialogue: waiting for the username, then for the password.
+#[derive(Debug)]
+struct Dialogue {
+    kind: DialogueKind,
+    username: Option<String>,
+}
+
+/// A job in flight for this connection; its lines wait until it is done.
+#[derive(Debug)]
+enum Waiting {
+    Login { username: String, known: bool },
+    Regist,
+}
+
+/// Per-connection state.
+#[derive(Debug)]
+struct Session {
+    serial: u64,
+    /// The logged-in name, if any.
+    user: Option<Arc<str>>,
+    dialogue: Option<Dialogue>,
+    waiting: Option<Waiting>,
+    failed_logins: u32,
+    /// When this connection must have logged in by; `None` while logged in.
+    login_deadline: Option<Instant>,
+}
+
+/// The chat server's whole state, without I/O.
+#[derive(Debug)]
+pub struct Chat {
+    config: ChatConfig,
+    /// Indexed by [`ConnId`]; `None` for free keys.
+    sessions: Vec<Option<Session>>,
+    /// Every name ever registered, and those being registered.
+    accounts: HashMap<String, Account>,
+    /// Logged-in names, kept in byte order for `list-user`.
+    online: BTreeMap<Arc<str>, ConnId>,
+    /// Login deadlines in the order they were set; the timeout is the same for
+    /// all, so this is also deadline order. Stale entries are skipped.
+    deadlines: VecDeque<(Instant, Ticket)>,
+    pending_jobs: usize,
+    next_serial: u64,
+    /// Reused for formatting broadcasts, so a message costs no allocation.
+    scratch: String,
+}
+
+impl Chat {
+    /// A core with the accounts loaded from disk (name, PHC hash).
+    pub fn new(config: ChatConfig, accounts: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self {
+            config,
+            sessions: Vec::new(),
+            accounts: accounts
+                .into_iter()
+                .map(|(name, phc)| (name, Account::Stored(phc.into())))
+                .collect(),
+            online: BTreeMap::new(),
+            deadlines: VecDeque::new(),
+            pending_jobs: 0,
+            next_serial: 0,
+            scratch: String::new(),
+        }
+    }
+
+    /// Number of registered accounts (reservations excluded).
+    pub fn account_count(&self) -> usize {
+        self.accounts
+            .values()
+            .filter(|a| matches!(a, Account::Stored(_)))
+            .count()
+    }
+
+    /// Number of logged-in users.
+    pub fn online_count(&self) -> usize {
+        self.online.len()
+    }
+
+    /// A connection was accepted.
+    pub fn connect(&mut self, conn: ConnId, now: Instant) {
+        if self.sessions.len() <= conn {
+            self.sessions.resize_with(conn + 1, || None);
+        }
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let deadline = now + self.config.login_timeout;
+        self.sessions[conn] = Some(Session {
+            serial,
+            user: None,
+            dialogue: None,
+            waiting: None,
+            failed_logins: 0,
+            login_deadline: Some(deadline),
+        });
+        self.deadlines
+            .push_back((deadline, Ticket { conn, serial }));
+    }
+
+    /// Whether the connection can take its next line now. It cannot while a
+    /// hash job of its own is in flight (its replies must keep line order), nor
+    /// once the core has closed it.
+    pub fn ready(&self, conn: ConnId) -> bool {
+        matches!(self.session(conn), Some(s) if s.waiting.is_none())
+    }
+
+    /// The connection has gone (or is being closed by the shell): log its user
+    /// out and tell the others. Safe to call for a connection already closed.
+    pub fn disconnect(&mut self, conn: ConnId, out: &mut impl Outbox) {
+        if let Some(session) = self.sessions.get_mut(conn).and_then(Option::take) {
+            if let Some(user) = session.user {
+                self.go_offline(&user, out);
+            }
+            // Drop the tail of the table so `sessions` shrinks with the slab.
+            while matches!(self.sessions.last(), Some(None)) {
+                self.sessions.pop();
+            }
+        }
+    }
+
+    /// A line that went over the length limit.
+    pub fn too_long(&mut self, conn: ConnId, out: &mut impl Outbox) {
+        if self.session(conn).is_some() {
+            out.send(conn, Reply::TooLong.line(self.config.lang).as_bytes());
+        }
+    }
+
+    /// A complete line, terminator removed, as raw bytes from the socket.
+    pub fn line(&mut self, conn: ConnId, raw: &[u8], now: Instant, out: &mut impl Outbox) {
+        if !self.ready(conn) {
+            debug_assert!(false, "line fed to a connection that is not ready");
+            return;
+        }
+        let text = clean_line(raw);
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return;
+        }
+        if let Some(dialogue) = self.session_mut(conn).and_then(|s| s.dialogue.as_mut()) {
+            match dialogue.username.take() {
+                None => {
+                    dialogue.username = Some(trimmed.to_owned());
+                    out.send(conn, PROMPT_PASSWORD.as_bytes());
+                }
+                Some(username) => {
+                    let kind = dialogue.kind;
+                    if let Some(s) = self.session_mut(conn) {
+                        s.dialogue = None;
+                    }
+                    match kind {
+                        DialogueKind::Login => self.login(conn, &username, trimmed, out),
+                        DialogueKind::Regist => self.regist(conn, &username, trimmed, out),
+                    }
+                }
+            }
+            return;
+        }
+        self.command(conn, Command::parse(trimmed), now, out);
+    }
+
+    fn command(&mut self, conn: ConnId, command: Command<'_>, now: Instant, out: &mut impl Outbox) {
+        let lang = self.config.lang;
+        let login_timeout = self.config.login_timeout;
+        let kind = match command {
+            Command::Login(_) => DialogueKind::Login,
+            _ => DialogueKind::Regist,
+        };
+        let Some(session) = self.session_mut(conn) else {
+            return;
+        };
+        let logged_in = session.user.clone();
+        match command {
+            Command::Empty => {}
+            Command::Help => out.send(conn, protocol::help(lang).as_bytes()),
+            Command::Quit => {
+                out.send(conn, Reply::Bye.line(lang).as_bytes());
+                self.disconnect(conn, out);
+                out.close(conn);
+            }
+            Command::Login(_) if logged_in.is_some() => {
+                out.send(conn, Reply::AlreadySelf.line(lang).as_bytes());
+            }
+            Command::Login(creds) | Command::Regist(creds) => match creds {
+                Credentials::Ask => {
+                    session.dialogue = Some(Dialogue {
+                        kind,
+                        username: None,
+                    });
+                    out.send(conn, PROMPT_USERNAME.as_bytes());
+                }
+                Credentials::Malformed => {
+                    out.send(conn, Reply::BadCommand.line(lang).as_bytes());
+                }
+                Credentials::Given(user, pass) => match kind {
+                    DialogueKind::Login => self.login(conn, user, pass, out),
+                    DialogueKind::Regist => self.regist(conn, user, pass, out),
+                },
+            },
+            _ if logged_in.is_none() => {
+                out.send(conn, Reply::LoginFirst.line(lang).as_bytes());
+            }
+            Command::Logout => {
+                session.user = None;
+                let deadline = now + login_timeout;
+                session.login_deadline = Some(deadline);
+                let ticket = Ticket {
+                    conn,
+                    serial: session.serial,
+                };
+                self.deadlines.push_back((deadline, ticket));
+                out.send(conn, Reply::LogoutOk.line(lang).as_bytes());
+                if let Some(user) = logged_in {
+                    info!("conn {conn}: {user} logged out");
+                    self.go_offline(&user, out);
+                }
+            }
+            Command::ListUser(true) => {
+                let list = protocol::user_list(lang, self.online.keys().map(|n| &**n));
+                out.send(conn, list.as_bytes());
+            }
+            Command::ListUser(false) => {
+                out.send(conn, Reply::BadListCommand.line(lang).as_bytes());
+            }
+            Command::SendTo(None) => out.send(conn, Reply::BadCommand.line(lang).as_bytes()),
+            Command::SendTo(Some((target, text))) => match self.online.get(target) {
+                Some(&to) => {
+                    let sender = logged_in.as_deref().unwrap_or_default();
+                    let line = protocol::private_message(lang, sender, text);
+                    out.send(to, line.as_bytes());
+                }
+                None => out.send(conn, protocol::not_online(lang, target).as_bytes()),
+            },
+            Command::Message(text) => {
+                let sender = logged_in.as_deref().unwrap_or_default();
+                protocol::broadcast_into(&mut self.scratch, sender, text);
+                for &to in self.online.values() {
+                    if to != conn {
+                        out.send(to, self.scratch.as_bytes());
+                    }
+                }
+            }
+        }
+    }
+
+    /// `login U P` (or its dialogue) from a connection that is not logged in.
+    fn login(&mut self, conn: ConnId, username: &str, password: &str, out: &mut impl Outbox) {
+        let lang = self.config.lang;
+        if self.session(conn).is_some_and(|s| s.user.is_some()) {
+            out.send(conn, Reply::AlreadySelf.line(lang).as_bytes());
+            return;
+        }
+        if self.pending_jobs >= self.config.max_pending_auth {
+            out.send(conn, Reply::Busy.line(lang).as_bytes());
+            return;
+        }
+        let phc = match self.accounts.get(username) {
+            Some(Account::Stored(phc)) => Some(phc.clone()),
+            _ => None,
+        };
+        let Some(session) = self.session_mut(conn) else {
+            return;
+        };
+        let ticket = Ticket {
+            conn,
+            serial: session.serial,
+        };
+        session.waiting = Some(Waiting::Login {
+            username: username.to_owned(),
+            known: phc.is_some(),
+        });
+        self.pending_jobs += 1;
+        out.submit(AuthJob::Verify {
+            ticket,
+            phc,
+            password: password.to_owned(),
+        });
+    }
+
+    /// `regist U P` (or its dialogue).
+    fn regist(&mut self, conn: ConnId, username: &str, password: &str, out: &mut impl Outbox) {
+        let lang = self.config.lang;
+        let reply = if !valid_username(username) {
+            Reply::BadUsername
+        } else if !valid_password(password) {
+            Reply::BadPassword
+        } else if self.accounts.contains_key(username) {
+            Reply::NameTaken
+        } else if self.pending_jobs >= self.config.max_pending_auth {
+            Reply::Busy
+        } else {
+            let Some(session) = self.session_mut(conn) else {
+                return;
+            };
+            let ticket = Ticket {
+                conn,
+                serial: session.serial,
+            };
+            session.waiting = Some(Waiting::Regist);
+            self.accounts
+                .insert(username.to_owned(), Account::Reserving);
+            self.pending_jobs += 1;
+            out.submit(AuthJob::Register {
+                ticket,
+                username: username.to_owned(),
+                password: password.to_owned(),
+            });
+            return;
+        };
+        out.send(conn, reply.line(lang).as_bytes());
+    }
+
+    /// A hash job finished. Its connection may have gone meanwhile; a
+    /// registration counts all the same, since it is on disk.
+    pub fn auth_done(&mut self, done: AuthDone, out: &mut impl Outbox) {
+        let lang = self.config.lang;
+        self.pending_jobs = self.pending_jobs.saturating_sub(1);
+        let conn = done.ticket.conn;
+        let waiting = match self.sessions.get_mut(conn).and_then(Option::as_mut) {
+            Some(s) if s.serial == done.ticket.serial => s.waiting.take(),
+            _ => None,
+        };
+        match done.outcome {
+            AuthOutcome::Registered { username, phc } => {
+                info!("conn {conn}: registered {username}");
+                self.accounts.insert(username, Account::Stored(phc));
+                if waiting.is_some() {
+                    out.send(conn, Reply::RegistOk.line(lang).as_bytes());
+                }
+            }
+            AuthOutcome::StorageFailed { username } => {
+                self.accounts.remove(&username);
+                if waiting.is_some() {
+                    out.send(conn, Reply::StorageError.line(lang).as_bytes());
+                }
+            }
+            AuthOutcome::Verified(matched) => {
+                let Some(Waiting::Login { username, known }) = waiting else {
+                    return;
+                };
+                if !(matched && known) {
+                    self.login_failed(conn, &username, out);
+                } else if self.online.contains_key(username.as_str()) {
+                    out.send(conn, Reply::AlreadyOther.line(lang).as_bytes());
+                } else if let Some(session) = self.session_mut(conn) {
+                    let name: Arc<str> = username.into();
+                    session.user = Some(name.clone());
+                    session.login_deadline = None;
+                    info!("conn {conn}: {name} logged in");
+                    self.online.insert(name, conn);
+                    out.send(conn, Reply::LoginOk.line(lang).as_bytes());
+                }
+            }
+        }
+    }
+
+    fn login_failed(&mut self, conn: ConnId, username: &str, out: &mut impl Outbox) {
+        let lang = self.config.lang;
+        let Some(session) = self.session_mut(conn) else {
+            return;
+        };
+        session.failed_logins += 1;
+        info!("conn {conn}: failed login as {username:?}");
+        out.send(conn, Reply::LoginFail.line(lang).as_bytes());
+        if session.failed_logins >= MAX_FAILED_LOGINS {
+            out.send(conn, Reply::TooManyFails.line(lang).as_bytes());
+            self.disconnect(conn, out);
+            out.close(conn);
+        }
+    }
+
+    /// The earliest moment [`tick`](Self::tick) has work to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.front().map(|&(at, _)| at)
+    }
+
+    /// Time has passed: close connections whose login time ran out.
+    pub fn tick(&mut self, now: Instant, out: &mut impl Outbox) {
+        while let Some(&(at, ticket)) = self.deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            let expired = self.session(ticket.conn).is_some_and(|s| {
+                s.serial == ticket.serial && s.user.is_none() && s.login_deadline == Some(at)
+            });
+            if expired {
+                out.send(
+                    ticket.conn,
+                    Reply::LoginTimeout.line(self.config.lang).as_bytes(),
+                );
+                self.disconnect(ticket.conn, out);
+                out.close(ticket.conn);
+            }
+        }
+    }
+
+    /// Takes `user` off the online list and tells everyone still there.
+    fn go_offline(&mut self, user: &str, out: &mut impl Outbox) {
+        self.online.remove(user);
+        let notice = protocol::offline(self.config.lang, user);
+        for &to in self.online.values() {
+            out.send(to, notice.as_bytes());
+        }
+    }
+
+    fn session(&self, conn: ConnId) -> Option<&Session> {
+        self.sessions.get(conn).and_then(Option::as_ref)
+    }
+
+    fn session_mut(&mut self, conn: ConnId) -> Option<&mut Session> {
+        self.sessions.get_mut(conn).and_then(Option::as_mut)
+    }
+}
