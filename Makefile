@@ -1,0 +1,46 @@
+# Everything a fresh machine needs: `make run-server`, `make test`.
+CARGO ?= cargo
+HOST ?= 127.0.0.1
+PORT ?= 10000
+# Extra flags for the programs, e.g. make run-server ARGS='--lang en'
+ARGS ?=
+
+.PHONY: all build run-server run-client test test-cargo test-nc nc lint fmt clean
+
+all: build
+
+build:
+	$(CARGO) build --release --bins
+
+## run-server: the chat server on $(HOST):$(PORT) (accounts in ./accounts.db)
+run-server: build
+	./target/release/chat-server --host $(HOST) --port $(PORT) $(ARGS)
+
+## run-client: the terminal client, connected to $(HOST):$(PORT)
+run-client: build
+	./target/release/chat-client --host $(HOST) --port $(PORT) $(ARGS)
+
+## test: every test: cargo's unit and integration tests, then the nc sessions
+test: test-cargo test-nc
+
+test-cargo:
+	$(CARGO) test --all-targets
+
+test-nc: nc
+	$(CARGO) build --bin chat-server
+	bash tests/nc/run.sh target/debug/chat-server
+
+# nc is not on a fresh machine: install Debian's netcat-openbsd, or explain.
+nc:
+	@command -v nc >/dev/null 2>&1 || bash tests/nc/install-nc.sh
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
