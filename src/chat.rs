@@ -534,3 +534,435 @@ impl Chat {
         self.sessions.get_mut(conn).and_then(Option::as_mut)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what the core asks for; jobs are answered by the test.
+    #[derive(Default)]
+    struct Recorder {
+        sent: Vec<(ConnId, String)>,
+        closed: Vec<ConnId>,
+        jobs: VecDeque<AuthJob>,
+    }
+
+    impl Outbox for Recorder {
+        fn send(&mut self, conn: ConnId, bytes: &[u8]) {
+            self.sent
+                .push((conn, String::from_utf8_lossy(bytes).into_owned()));
+        }
+        fn close(&mut self, conn: ConnId) {
+            self.closed.push(conn);
+        }
+        fn submit(&mut self, job: AuthJob) {
+            self.jobs.push_back(job);
+        }
+    }
+
+    /// A core plus a fake worker whose "hash" of `pw` is `hash:pw`.
+    struct Harness {
+        chat: Chat,
+        out: Recorder,
+        now: Instant,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Self::with(ChatConfig::default())
+        }
+
+        fn with(config: ChatConfig) -> Self {
+            Self {
+                chat: Chat::new(config, [("client".to_owned(), "hash:123".to_owned())]),
+                out: Recorder::default(),
+                now: Instant::now(),
+            }
+        }
+
+        fn connect(&mut self, conn: ConnId) {
+            self.chat.connect(conn, self.now);
+        }
+
+        /// Sends a line and runs every job it started, like a fast worker.
+        fn line(&mut self, conn: ConnId, line: &str) {
+            self.line_held(conn, line);
+            self.run_jobs();
+        }
+
+        /// Sends a line without running the jobs it starts.
+        fn line_held(&mut self, conn: ConnId, line: &str) {
+            self.chat
+                .line(conn, line.as_bytes(), self.now, &mut self.out);
+        }
+
+        fn run_jobs(&mut self) {
+            while let Some(job) = self.out.jobs.pop_front() {
+                let done = match job {
+                    AuthJob::Register {
+                        ticket,
+                        username,
+                        password,
+                    } => AuthDone {
+                        ticket,
+                        outcome: AuthOutcome::Registered {
+                            username,
+                            phc: format!("hash:{password}").into(),
+                        },
+                    },
+                    AuthJob::Verify {
+                        ticket,
+                        phc,
+                        password,
+                    } => AuthDone {
+                        ticket,
+                        outcome: AuthOutcome::Verified(
+                            phc.as_deref() == Some(format!("hash:{password}").as_str()),
+                        ),
+                    },
+                };
+                self.chat.auth_done(done, &mut self.out);
+            }
+        }
+
+        /// Everything sent to `conn` since the last call, concatenated.
+        fn take(&mut self, conn: ConnId) -> String {
+            let mut text = String::new();
+            self.out.sent.retain(|(to, bytes)| {
+                if *to == conn {
+                    text.push_str(bytes);
+                    false
+                } else {
+                    true
+                }
+            });
+            text
+        }
+
+        fn login(&mut self, conn: ConnId, name: &str) {
+            self.connect(conn);
+            self.line(conn, &format!("regist {name} pw"));
+            self.line(conn, &format!("login {name} pw"));
+            assert_eq!(self.take(conn), "Anda berhasil terdaftar\nLogin sukses\n");
+        }
+    }
+
+    #[test]
+    fn seed_figures_2_to_6_register_login_and_errors() {
+        let mut h = Harness::new();
+        h.connect(0);
+        h.line(0, "");
+        h.line(0, "   ");
+        assert_eq!(h.take(0), "");
+        h.line(0, "halo");
+        assert_eq!(h.take(0), "Anda harus login terlebih dahulu\n");
+        h.line(0, "login");
+        h.line(0, "andre");
+        h.line(0, "123");
+        assert_eq!(
+            h.take(0),
+            "Username : Password : Username atau Password anda Salah\n"
+        );
+        h.line(0, "regist");
+        h.line(0, "client a");
+        h.line(0, "123");
+        assert_eq!(
+            h.take(0),
+            "Username : Password : Username tidak valid: gunakan 1-32 huruf, angka, _ atau -\n"
+        );
+        h.line(0, "regist");
+        h.line(0, " client_a ");
+        h.line(0, "123");
+        assert_eq!(h.take(0), "Username : Password : Anda berhasil terdaftar\n");
+        h.line(0, "login client_a 234");
+        h.line(0, "client_a");
+        h.line(0, "login client_a 123");
+        h.line(0, "login client_a 123");
+        h.line(0, "login");
+        assert_eq!(
+            h.take(0),
+            "Username atau Password anda Salah\nAnda harus login terlebih dahulu\nLogin sukses\n\
+             Anda telah melakukan login sebelumnya.\nAnda telah melakukan login sebelumnya.\n"
+        );
+    }
+
+    #[test]
+    fn regist_validates_and_rejects_taken_names() {
+        let mut h = Harness::new();
+        h.connect(0);
+        h.line(0, "regist client 123");
+        h.line(0, "regist x");
+        h.line(0, "regist x y z");
+        h.line(0, &format!("regist {} pw", "n".repeat(33)));
+        h.line(0, &format!("regist ok {}", "p".repeat(129)));
+        h.line(0, "regist");
+        h.line(0, "ok");
+        h.line(0, "two words");
+        assert_eq!(
+            h.take(0),
+            "Username telah dipakai\nPerintah yang anda ketikkan salah\nPerintah yang anda ketikkan salah\n\
+             Username tidak valid: gunakan 1-32 huruf, angka, _ atau -\n\
+             Password tidak valid: gunakan 1-128 karakter tanpa spasi\n\
+             Username : Password : Password tidak valid: gunakan 1-128 karakter tanpa spasi\n"
+        );
+        // Login's malformed forms.
+        h.line(0, "login x");
+        h.line(0, "login x y z");
+        assert_eq!(
+            h.take(0),
+            "Perintah yang anda ketikkan salah\nPerintah yang anda ketikkan salah\n"
+        );
+    }
+
+    #[test]
+    fn racing_registrations_of_one_name_give_one_success() {
+        let mut h = Harness::new();
+        h.connect(0);
+        h.connect(1);
+        h.line_held(0, "regist dup pw");
+        h.line_held(1, "regist dup pw");
+        assert_eq!(h.take(1), "Username telah dipakai\n");
+        assert!(!h.chat.ready(0));
+        // The name is reserved, but nobody can log in with it yet.
+        h.line_held(1, "login dup pw");
+        h.run_jobs();
+        assert_eq!(h.take(0), "Anda berhasil terdaftar\n");
+        assert_eq!(h.take(1), "Username atau Password anda Salah\n");
+        assert_eq!(h.chat.account_count(), 2);
+    }
+
+    #[test]
+    fn storage_failure_frees_the_name() {
+        let mut h = Harness::new();
+        h.connect(0);
+        h.line_held(0, "regist ghost pw");
+        let Some(AuthJob::Register {
+            ticket, username, ..
+        }) = h.out.jobs.pop_front()
+        else {
+            panic!("expected a register job");
+        };
+        h.chat.auth_done(
+            AuthDone {
+                ticket,
+                outcome: AuthOutcome::StorageFailed { username },
+            },
+            &mut h.out,
+        );
+        assert_eq!(h.take(0), "Gagal menyimpan akun, coba lagi nanti\n");
+        h.line(0, "regist ghost pw");
+        assert_eq!(h.take(0), "Anda berhasil terdaftar\n");
+    }
+
+    #[test]
+    fn login_elsewhere_wrong_password_first_and_free_again_after_close() {
+        let mut h = Harness::new();
+        h.login(0, "client_a");
+        h.connect(1);
+        h.line(1, "login client_a wrong");
+        h.line(1, "login client_a pw");
+        assert_eq!(
+            h.take(1),
+            "Username atau Password anda Salah\nUsername tersebut telah melakukan login sebelumnya.\n"
+        );
+        h.chat.disconnect(0, &mut h.out);
+        h.line(1, "login client_a pw");
+        assert_eq!(h.take(1), "Login sukses\n");
+    }
+
+    #[test]
+    fn broadcast_private_message_and_list() {
+        let mut h = Harness::new();
+        h.login(0, "client_a");
+        h.login(1, "client_b");
+        h.login(2, "client_c");
+        h.connect(3); // not logged in: receives no chat
+        h.line(2, "  halo  ");
+        assert_eq!(h.take(0), "[client_c] halo\n");
+        assert_eq!(h.take(1), "[client_c] halo\n");
+        assert_eq!(h.take(2), "");
+        assert_eq!(h.take(3), "");
+        h.line(2, "send-to client_a");
+        assert_eq!(h.take(2), "Perintah yang anda ketikkan salah\n");
+        h.line(2, "send-to client_a apa  kabar juga");
+        assert_eq!(h.take(0), "Pesan pribadi dari [client_c] apa  kabar juga\n");
+        assert_eq!(h.take(1), "");
+        h.line(2, "send-to client_c me");
+        assert_eq!(h.take(2), "Pesan pribadi dari [client_c] me\n");
+        h.line(2, "send-to nobody hi");
+        assert_eq!(h.take(2), "User nobody tidak sedang online\n");
+        h.line(2, "list-user hal");
+        h.line(2, "list-user");
+        assert_eq!(
+            h.take(2),
+            "Perintah yang anda masukkan salah\nlist user : client_a, client_b, client_c.\n"
+        );
+        h.line(3, "list-user");
+        h.line(3, "send-to client_a x");
+        h.line(3, "logout");
+        assert_eq!(h.take(3), "Anda harus login terlebih dahulu\n".repeat(3));
+    }
+
+    #[test]
+    fn relayed_text_is_cleaned_of_controls() {
+        let mut h = Harness::new();
+        h.login(0, "a");
+        h.login(1, "b");
+        h.line(0, "hi\x1b[2J\x07 there\u{9b}");
+        assert_eq!(h.take(1), "[a] hi[2J there\n");
+        h.line(0, "\x1b\x07");
+        assert_eq!(h.take(1), "");
+    }
+
+    #[test]
+    fn logout_quit_and_disconnect_tell_the_others() {
+        let mut h = Harness::new();
+        h.login(0, "a");
+        h.login(1, "b");
+        h.login(2, "c");
+        h.line(0, "logout");
+        assert_eq!(h.take(0), "Logout sukses\n");
+        assert_eq!(h.take(1), "Teman anda [a] telah offline\n");
+        h.line(0, "halo");
+        assert_eq!(h.take(0), "Anda harus login terlebih dahulu\n");
+        h.line(1, "quit");
+        assert_eq!(h.take(1), "Sampai jumpa\n");
+        assert_eq!(h.out.closed, vec![1]);
+        assert!(!h.chat.ready(1));
+        assert_eq!(
+            h.take(2),
+            "Teman anda [a] telah offline\nTeman anda [b] telah offline\n"
+        );
+        h.chat.disconnect(2, &mut h.out);
+        h.chat.disconnect(2, &mut h.out); // twice is harmless
+        assert_eq!(h.chat.online_count(), 0);
+        // `a` logged out, so it is not told.
+        assert_eq!(h.take(0), "");
+        h.line(0, "login c pw");
+        assert_eq!(h.take(0), "Login sukses\n");
+    }
+
+    #[test]
+    fn quit_before_login_and_help_in_any_state() {
+        let mut h = Harness::new();
+        h.connect(0);
+        h.line(0, "help");
+        assert!(h.take(0).contains("send-to"));
+        h.line(0, "quit");
+        assert_eq!(h.take(0), "Sampai jumpa\n");
+        assert_eq!(h.out.closed, vec![0]);
+    }
+
+    #[test]
+    fn fifth_failed_login_closes() {
+        let mut h = Harness::new();
+        h.connect(0);
+        for _ in 0..4 {
+            h.line(0, "login client nope");
+        }
+        assert_eq!(h.take(0), "Username atau Password anda Salah\n".repeat(4));
+        assert!(h.out.closed.is_empty());
+        h.line(0, "login");
+        h.line(0, "client");
+        h.line(0, "nope");
+        assert_eq!(
+            h.take(0),
+            "Username : Password : Username atau Password anda Salah\n\
+             Terlalu banyak percobaan login yang gagal\n"
+        );
+        assert_eq!(h.out.closed, vec![0]);
+    }
+
+    #[test]
+    fn busy_when_the_job_queue_is_full_reserves_nothing() {
+        let mut h = Harness::with(ChatConfig {
+            max_pending_auth: 1,
+            ..ChatConfig::default()
+        });
+        h.connect(0);
+        h.connect(1);
+        h.line_held(0, "login client 123");
+        h.line_held(1, "regist fresh pw");
+        h.line_held(1, "login client 123");
+        assert_eq!(
+            h.take(1),
+            "Server sibuk, coba lagi nanti\nServer sibuk, coba lagi nanti\n"
+        );
+        h.run_jobs();
+        assert_eq!(h.take(0), "Login sukses\n");
+        h.line(1, "regist fresh pw");
+        assert_eq!(h.take(1), "Anda berhasil terdaftar\n");
+    }
+
+    #[test]
+    fn lines_wait_while_a_hash_is_pending_and_results_for_gone_connections_are_kept() {
+        let mut h = Harness::new();
+        h.connect(0);
+        h.line_held(0, "regist keep pw");
+        assert!(!h.chat.ready(0));
+        // The connection goes before the worker finishes; a newcomer reuses its key.
+        h.chat.disconnect(0, &mut h.out);
+        h.connect(0);
+        h.run_jobs();
+        assert_eq!(h.take(0), "");
+        h.line(0, "login keep pw");
+        assert_eq!(h.take(0), "Login sukses\n");
+    }
+
+    #[test]
+    fn login_timeout_closes_idle_connections_and_restarts_on_logout() {
+        let mut h = Harness::with(ChatConfig {
+            login_timeout: Duration::from_secs(120),
+            ..ChatConfig::default()
+        });
+        let start = h.now;
+        h.connect(0);
+        h.login(1, "a");
+        assert_eq!(
+            h.chat.next_deadline(),
+            Some(start + Duration::from_secs(120))
+        );
+        h.chat.tick(start + Duration::from_secs(119), &mut h.out);
+        assert!(h.out.closed.is_empty());
+        h.now = start + Duration::from_secs(60);
+        h.line(1, "logout");
+        h.take(1);
+        h.chat.tick(start + Duration::from_secs(120), &mut h.out);
+        assert_eq!(h.take(0), "Waktu login habis\n");
+        assert_eq!(h.out.closed, vec![0]);
+        // The logged-out connection has its own, later deadline.
+        h.chat.tick(start + Duration::from_secs(179), &mut h.out);
+        assert_eq!(h.out.closed, vec![0]);
+        h.chat.tick(start + Duration::from_secs(180), &mut h.out);
+        assert_eq!(h.take(1), "Waktu login habis\n");
+        assert_eq!(h.out.closed, vec![0, 1]);
+        assert_eq!(h.chat.next_deadline(), None);
+    }
+
+    #[test]
+    fn english_replies() {
+        let mut h = Harness::with(ChatConfig {
+            lang: Lang::En,
+            ..ChatConfig::default()
+        });
+        h.connect(0);
+        h.line(0, "x");
+        h.line(0, "regist a pw");
+        h.line(0, "login a pw");
+        h.line(0, "list-user");
+        h.line(0, "send-to a hi");
+        assert_eq!(
+            h.take(0),
+            "You must log in first\nRegistration successful\nLogin successful\n\
+             online users : a.\nPrivate message from [a] hi\n"
+        );
+    }
+
+    #[test]
+    fn too_long_is_reported_before_login_too() {
+        let mut h = Harness::new();
+        h.connect(0);
+        h.chat.too_long(0, &mut h.out);
+        assert_eq!(h.take(0), "Pesan terlalu panjang (maksimal 4096 byte)\n");
+    }
+}
