@@ -207,6 +207,8 @@ impl Client {
 
     /// Asserts nothing arrives within `wait`.
     pub fn expect_silence(&mut self, wait: Duration) {
+        // A zero timeout means "block forever" to the OS: wait a moment instead.
+        let wait = wait.max(Duration::from_millis(1));
         self.stream.set_read_timeout(Some(wait)).unwrap();
         let mut chunk = [0u8; 4096];
         let got = match self.stream.read(&mut chunk) {
