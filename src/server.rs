@@ -165,6 +165,9 @@ pub struct Server {
     next_serial: u64,
     /// Set while accepting is paused for lack of file descriptors.
     accept_paused_until: Option<Instant>,
+    /// Accepting failed for lack of descriptors and has not succeeded since:
+    /// the warning is logged once per episode, not once per retry.
+    out_of_descriptors: bool,
     scratch: Box<[u8; READ_CHUNK]>,
 }
 
@@ -229,6 +232,7 @@ impl Server {
             config,
             next_serial: 0,
             accept_paused_until: None,
+            out_of_descriptors: false,
             scratch: Box::new([0; READ_CHUNK]),
         })
     }
@@ -309,10 +313,13 @@ impl Server {
                     // The connection stays in the backlog; accepting again
                     // right away would spin, so wait a moment or until one of
                     // ours closes.
-                    warn!(
-                        "cannot accept: {e}; pausing accepts until descriptors free up ({} open)",
-                        self.io.conns.len()
-                    );
+                    if !self.out_of_descriptors {
+                        self.out_of_descriptors = true;
+                        warn!(
+                            "cannot accept: {e}; pausing accepts until descriptors free up ({} open)",
+                            self.io.conns.len()
+                        );
+                    }
                     self.accept_paused_until = Some(now + ACCEPT_RETRY);
                     return;
                 }
@@ -321,6 +328,10 @@ impl Server {
                     continue;
                 }
             };
+            if self.out_of_descriptors {
+                self.out_of_descriptors = false;
+                info!("accepting again ({} open)", self.io.conns.len());
+            }
             if self.io.conns.len() >= self.config.max_clients {
                 debug!("{peer}: refused, server full");
                 let _ = socket.write(Reply::ServerFull.line(self.config.chat.lang).as_bytes());
