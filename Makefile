@@ -5,7 +5,7 @@ PORT ?= 10000
 # Extra flags for the programs, e.g. make run-server ARGS='--lang en'
 ARGS ?=
 
-.PHONY: all build run-server run-client test test-cargo test-nc nc lint fmt clean
+.PHONY: all build run-server run-client test test-cargo test-nc nc lint fmt clean soak
 
 all: build
 
@@ -44,3 +44,7 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+## soak: 1000 misbehaving clients for a few minutes (SOAK_SECS=150), not part of make test
+soak:
+	$(CARGO) test --release --test soak -- --ignored --nocapture
