@@ -172,13 +172,21 @@ impl AccountFile {
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(0, |at| at + 1);
-        let lines = std::str::from_utf8(&bytes[..whole])
-            .map_err(|e| fail(None, format!("not UTF-8: {e}")))?;
-        // Parse before touching the file: a bad file is left as it was.
+        // Parse before touching the file: a bad file is left as it was. Each
+        // line is decoded on its own, so that bytes that are not UTF-8 are
+        // reported with their line number like any other malformed line.
         let mut accounts = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for (index, line) in lines.lines().enumerate() {
+        let lines = match whole {
+            0 => None,
+            _ => Some(bytes[..whole - 1].split(|&b| b == b'\n')),
+        };
+        for (index, line) in lines.into_iter().flatten().enumerate() {
             let number = index + 1;
+            let line = std::str::from_utf8(line)
+                .map_err(|e| fail(Some(number), format!("not UTF-8: {e}")))?;
+            // As `str::lines` did before: a `\r\n` ending is accepted.
+            let line = line.strip_suffix('\r').unwrap_or(line);
             if number == 1 {
                 if line != HEADER {
                     return Err(fail(Some(1), format!("expected header {HEADER:?}")));
@@ -193,9 +201,7 @@ impl AccountFile {
             }
             let hash = PasswordHash::new(phc)
                 .map_err(|e| fail(Some(number), format!("bad password hash: {e}")))?;
-            if hash.algorithm.as_str() != "argon2id" {
-                return Err(fail(Some(number), "password hash is not argon2id".into()));
-            }
+            check_stored_hash(&hash).map_err(|reason| fail(Some(number), reason))?;
             if !seen.insert(name) {
                 return Err(fail(Some(number), format!("duplicate username {name:?}")));
             }
@@ -254,6 +260,32 @@ impl AccountFile {
         self.file.set_len(self.len)?;
         self.file.sync_data()
     }
+}
+
+/// Checks that a stored hash is one [`verify_password`] can use: argon2id, a
+/// known version, parameters argon2 accepts, a salt and an output. Without
+/// this, an account with, say, `m=1` would load and then silently never log
+/// in (SPEC section 4: a malformed line stops the start).
+fn check_stored_hash(hash: &PasswordHash<'_>) -> Result<(), String> {
+    if hash.algorithm.as_str() != "argon2id" {
+        return Err("password hash is not argon2id".into());
+    }
+    if let Some(version) = hash.version {
+        Version::try_from(version).map_err(|e| format!("bad argon2 version: {e}"))?;
+    }
+    Params::try_from(hash).map_err(|e| format!("bad argon2 parameters: {e}"))?;
+    let salt = hash.salt.ok_or("password hash has no salt")?;
+    let mut buf = [0u8; 64];
+    let salt = salt
+        .decode_b64(&mut buf)
+        .map_err(|e| format!("bad salt in password hash: {e}"))?;
+    if salt.len() < argon2::MIN_SALT_LEN {
+        return Err("password hash salt is too short".into());
+    }
+    if hash.hash.is_none() {
+        return Err("password hash has no output".into());
+    }
+    Ok(())
 }
 
 /// Makes a newly created file's directory entry durable too.
@@ -473,6 +505,35 @@ mod tests {
         assert_eq!(AccountFile::open(&path).unwrap_err().line, Some(3));
         std::fs::write(&path, "something else\n").unwrap();
         assert_eq!(AccountFile::open(&path).unwrap_err().line, Some(1));
+    }
+
+    #[test]
+    fn unusable_hashes_and_non_utf8_lines_stop_the_load_with_their_line() {
+        let path = temp_path("unusable");
+        let phc = hash_password(&cheap(), "pw").unwrap();
+        let (no_output, output) = phc.rsplit_once('$').unwrap();
+        let short_salt = "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$";
+        for bad in [
+            phc.replacen("m=64,", "m=1,", 1),
+            phc.replacen("v=19", "v=99", 1),
+            no_output.to_owned(),
+            format!("{short_salt}{output}"),
+        ] {
+            let content = format!("{HEADER}\nalice {phc}\nbob {bad}\n");
+            std::fs::write(&path, &content).unwrap();
+            let err = AccountFile::open(&path).unwrap_err();
+            assert_eq!(err.line, Some(3), "{bad}: {err}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), content);
+        }
+        let content = [format!("{HEADER}\nalice {phc}\n").as_bytes(), b"\xffbob\n"].concat();
+        std::fs::write(&path, &content).unwrap();
+        let err = AccountFile::open(&path).unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), content);
+        // A torn last line is not decoded: it is dropped whatever its bytes.
+        std::fs::write(&path, [&content[..content.len() - 5], b"\xff"].concat()).unwrap();
+        let (_, accounts) = AccountFile::open(&path).unwrap();
+        assert_eq!(accounts.len(), 1);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use chat::server::{Server, ServerConfig, raise_fd_limit};
 /// The 2015 ITS chat server, in Rust: regist, login, broadcast, send-to,
 /// list-user, over plain lines on TCP (use nc or telnet as a client).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_override_self = true)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
