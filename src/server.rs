@@ -44,6 +44,12 @@ const LINGER: Duration = Duration::from_secs(2);
 /// How long to wait before accepting again after running out of descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
+/// Bytes read from one connection per poll turn. Output is written at the end
+/// of a turn, so a sender that keeps its socket full must yield, or its
+/// broadcasts would pile up in every reader's buffer before any is written
+/// (and other connections would wait).
+const READ_BUDGET: usize = 16 * READ_CHUNK;
+
 /// How long shutdown may spend flushing output.
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(500);
 
@@ -86,6 +92,8 @@ struct Connection {
     closing: bool,
     /// Output overflowed: to be dropped at the end of the turn.
     doomed: bool,
+    /// Used up its read budget with input left: on the list to read again.
+    unread: bool,
 }
 
 impl Connection {
@@ -103,6 +111,9 @@ struct Io {
     dirty: Vec<ConnId>,
     /// Connections whose output overflowed, to drop at the end of this turn.
     doomed: Vec<ConnId>,
+    /// Connections that used up their read budget with input left: the next
+    /// poll does not wait, and they are read again.
+    unread: Vec<ConnId>,
     /// Connections the core closed, with the moment they are dropped at the
     /// latest, in order.
     lingering: VecDeque<(Instant, ConnId, u64)>,
@@ -116,6 +127,12 @@ impl Outbox for Io {
         };
         if conn.doomed {
             return;
+        }
+        if conn.pending_output() + bytes.len() > MAX_OUTPUT {
+            // Only a reader that cannot take what is already pending is
+            // behind; one that reads has had no chance yet this turn. A write
+            // error shows again, and is handled, when the turn flushes.
+            let _ = write_pending(conn);
         }
         if conn.pending_output() + bytes.len() > MAX_OUTPUT {
             warn!(
@@ -226,6 +243,7 @@ impl Server {
                 conns: Slab::new(),
                 dirty: Vec::new(),
                 doomed: Vec::new(),
+                unread: Vec::new(),
                 lingering: VecDeque::new(),
                 worker,
             },
@@ -250,7 +268,11 @@ impl Server {
         );
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.next_timeout(Instant::now());
+            let timeout = if self.io.unread.is_empty() {
+                self.next_timeout(Instant::now())
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
@@ -279,6 +301,7 @@ impl Server {
                     }
                 }
             }
+            self.read_unread(now);
             self.on_timers(now);
             self.end_turn();
         }
@@ -307,7 +330,14 @@ impl Server {
         loop {
             let (mut socket, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    // The backlog is empty: whatever ran short is back.
+                    if self.out_of_descriptors {
+                        self.out_of_descriptors = false;
+                        info!("accepting again ({} open)", self.io.conns.len());
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if out_of_descriptors(&e) => {
                     // The connection stays in the backlog; accepting again
@@ -328,10 +358,6 @@ impl Server {
                     continue;
                 }
             };
-            if self.out_of_descriptors {
-                self.out_of_descriptors = false;
-                info!("accepting again ({} open)", self.io.conns.len());
-            }
             if self.io.conns.len() >= self.config.max_clients {
                 debug!("{peer}: refused, server full");
                 let _ = socket.write(Reply::ServerFull.line(self.config.chat.lang).as_bytes());
@@ -364,6 +390,7 @@ impl Server {
                 peer_eof: false,
                 closing: false,
                 doomed: false,
+                unread: false,
             });
             self.chat.connect(id, now);
             debug!("{peer}: connected as conn {id}");
@@ -373,6 +400,7 @@ impl Server {
     /// Reads a connection until the socket would block, feeding whole lines
     /// to the core while it is ready for them.
     fn read(&mut self, id: ConnId, now: Instant) {
+        let mut budget = READ_BUDGET;
         loop {
             self.feed_lines(id, now);
             let Some(conn) = self.io.conns.get_mut(id) else {
@@ -389,6 +417,13 @@ impl Server {
                 // A hash is pending; `finish_auth` resumes us.
                 return;
             }
+            if budget == 0 {
+                if !conn.unread {
+                    conn.unread = true;
+                    self.io.unread.push(id);
+                }
+                return;
+            }
             if conn.peer_eof {
                 // Everything the peer sent has been answered.
                 debug!("{}: closed by peer", conn.peer);
@@ -398,13 +433,30 @@ impl Server {
             }
             match conn.socket.read(&mut self.scratch[..]) {
                 Ok(0) => conn.peer_eof = true,
-                Ok(n) => conn.lines.extend(&self.scratch[..n]),
+                Ok(n) => {
+                    conn.lines.extend(&self.scratch[..n]);
+                    budget = budget.saturating_sub(n);
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("{}: read failed: {e}", conn.peer);
                     self.drop_conn(id);
                     return;
+                }
+            }
+        }
+    }
+
+    /// Reads again the connections that used up their budget last turn. Their
+    /// sockets may still hold data, and edge-triggered readiness will not say
+    /// so again.
+    fn read_unread(&mut self, now: Instant) {
+        for id in std::mem::take(&mut self.io.unread) {
+            if let Some(conn) = self.io.conns.get_mut(id) {
+                if conn.unread {
+                    conn.unread = false;
+                    self.read(id, now);
                 }
             }
         }
@@ -471,23 +523,17 @@ impl Server {
             return;
         };
         conn.dirty = false;
-        while conn.out_start < conn.out.len() {
-            match conn.socket.write(&conn.out[conn.out_start..]) {
-                Ok(n) => conn.out_start += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    if !conn.writable_interest {
-                        conn.writable_interest = true;
-                        reregister(self.poll.registry(), conn, id);
-                    }
-                    return;
-                }
-                Err(e) => {
-                    debug!("{}: write failed: {e}", conn.peer);
-                    self.drop_conn(id);
-                    return;
-                }
+        if let Err(e) = write_pending(conn) {
+            debug!("{}: write failed: {e}", conn.peer);
+            self.drop_conn(id);
+            return;
+        }
+        if conn.pending_output() > 0 {
+            if !conn.writable_interest {
+                conn.writable_interest = true;
+                reregister(self.poll.registry(), conn, id);
             }
+            return;
         }
         conn.out.clear();
         conn.out_start = 0;
@@ -605,6 +651,21 @@ impl Server {
         }
         info!("stopped");
     }
+}
+
+/// Writes as much pending output as the socket takes now. `Ok` when the
+/// socket would block or everything is written.
+fn write_pending(conn: &mut Connection) -> io::Result<()> {
+    while conn.out_start < conn.out.len() {
+        match conn.socket.write(&conn.out[conn.out_start..]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => conn.out_start += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn reregister(registry: &Registry, conn: &mut Connection, id: ConnId) {
