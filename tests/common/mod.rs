@@ -250,3 +250,21 @@ impl Client {
         self.stream.shutdown(std::net::Shutdown::Write).unwrap();
     }
 }
+
+impl Client {
+    /// The next line as raw bytes, without its `\n` (no lossy decoding, so a
+    /// test can check exactly which bytes the server relayed); panics on
+    /// timeout or end of stream.
+    pub fn line_bytes(&mut self) -> Vec<u8> {
+        let ok = self.fill(|b| b.contains(&b'\n'));
+        let Some(at) = self.buf.iter().position(|&b| b == b'\n') else {
+            panic!(
+                "no line arrived (ok={ok}); buffered: {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+        };
+        let mut line: Vec<u8> = self.buf.drain(..=at).collect();
+        line.pop();
+        line
+    }
+}

@@ -1,0 +1,480 @@
+//! Property tests of the pure layers (issue 5): framing, cleaning, parsing and
+//! the chat core, fed arbitrary input. Case counts are modest so the file runs
+//! in a few seconds.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+use chat::chat::{AuthDone, AuthJob, AuthOutcome, Chat, ChatConfig, ConnId, Outbox, Ticket};
+use chat::framing::{Frame, LineBuffer, MAX_LINE, clean_line};
+use chat::protocol::Command;
+
+// ---------------------------------------------------------------------------
+// Framing
+
+/// A frame as owned data: `Some(line)` or `None` for "too long".
+type Owned = Option<Vec<u8>>;
+
+fn own(frame: Frame<'_>) -> Owned {
+    match frame {
+        Frame::Line(line) => Some(line.to_vec()),
+        Frame::TooLong => None,
+    }
+}
+
+/// Feeds `stream` to a fresh buffer in the given chunks, taking every frame
+/// after each chunk when `drain[i]` says so (the server always does; a buffer
+/// that is fed twice without draining must not care), then what is left at
+/// end of stream.
+fn frames_chunked(stream: &[u8], cuts: &[usize], drain: &[bool]) -> Vec<Owned> {
+    let mut buffer = LineBuffer::new();
+    let mut out = Vec::new();
+    let mut at = 0;
+    let mut i = 0;
+    while at < stream.len() {
+        let size = cuts.get(i).copied().unwrap_or(stream.len()).max(1);
+        let end = (at + size).min(stream.len());
+        buffer.extend(&stream[at..end]);
+        if drain.get(i).copied().unwrap_or(true) {
+            while let Some(frame) = buffer.next_frame() {
+                out.push(own(frame));
+            }
+        }
+        at = end;
+        i += 1;
+    }
+    while let Some(frame) = buffer.next_frame() {
+        out.push(own(frame));
+    }
+    if let Some(frame) = buffer.take_unterminated() {
+        out.push(own(frame));
+    }
+    assert!(buffer.take_unterminated().is_none());
+    out
+}
+
+/// What SPEC section 1 says the frames of a whole stream are.
+fn frames_reference(stream: &[u8]) -> Vec<Owned> {
+    let strip_cr = |line: &[u8]| -> Vec<u8> {
+        match line {
+            [rest @ .., b'\r'] => rest.to_vec(),
+            _ => line.to_vec(),
+        }
+    };
+    let mut out = Vec::new();
+    let mut parts: Vec<&[u8]> = stream.split(|&b| b == b'\n').collect();
+    let tail = parts.pop().unwrap_or_default();
+    for part in parts {
+        let line = strip_cr(part);
+        out.push((line.len() <= MAX_LINE).then_some(line));
+    }
+    if !tail.is_empty() {
+        let line = strip_cr(tail);
+        out.push((line.len() <= MAX_LINE).then_some(line));
+    }
+    out
+}
+
+/// Byte streams rich in the cases that matter: terminators, lone `\r`,
+/// line lengths around [`MAX_LINE`], and long runs.
+fn stream() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        4 => vec(any::<u8>(), 0..40),
+        2 => Just(b"\n".to_vec()),
+        2 => Just(b"\r\n".to_vec()),
+        1 => Just(b"\r".to_vec()),
+        2 => (MAX_LINE - 3..MAX_LINE + 4, any::<u8>())
+            .prop_map(|(n, b)| vec![if b == b'\n' { b'x' } else { b }; n]),
+        1 => (MAX_LINE + 4..3 * MAX_LINE, any::<u8>()).prop_map(|(n, b)| vec![b; n]),
+    ];
+    vec(piece, 0..12).prop_map(|pieces| pieces.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// However the stream is cut, the frames are those of the whole stream,
+    /// and those of the contract.
+    #[test]
+    fn chunking_never_changes_the_frames(
+        stream in stream(),
+        cuts in vec(prop_oneof![3 => 1usize..8, 2 => 1usize..5000, 1 => Just(4096usize)], 0..64),
+        drain in vec(prop::bool::weighted(0.8), 0..64),
+    ) {
+        let whole = frames_chunked(&stream, &[stream.len().max(1)], &[true]);
+        let chunked = frames_chunked(&stream, &cuts, &drain);
+        prop_assert_eq!(&chunked, &whole);
+        prop_assert_eq!(&whole, &frames_reference(&stream));
+    }
+
+    /// No delivered line is longer than the limit or holds a `\n`.
+    #[test]
+    fn no_line_over_the_limit_is_delivered(
+        stream in stream(),
+        cuts in vec(1usize..6000, 0..32),
+    ) {
+        for line in frames_chunked(&stream, &cuts, &[]).into_iter().flatten() {
+            prop_assert!(line.len() <= MAX_LINE, "line of {} bytes", line.len());
+            prop_assert!(!line.contains(&b'\n'));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Cleaning and parsing
+
+/// Bytes with a high share of controls, ESC, C1 in UTF-8, telnet IAC and
+/// invalid UTF-8.
+fn nasty_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        3 => vec(any::<u8>(), 0..8),
+        2 => "[ -~]{0,8}".prop_map(String::into_bytes),
+        1 => any::<String>().prop_map(String::into_bytes),
+        1 => Just(b"\x1b[2J".to_vec()),
+        1 => Just(b"\xc2\x9b".to_vec()),
+        1 => Just(b"\xc2\x85".to_vec()),
+        1 => Just(b"\xff\xfb\x01".to_vec()),
+        1 => Just(b"\xff\xfa\x18\x00xterm\xff\xf0".to_vec()),
+        1 => Just(b"\xff".to_vec()),
+        1 => (0u8..0x20).prop_map(|b| vec![b]),
+        1 => Just(b"\x7f".to_vec()),
+    ];
+    vec(piece, 0..10).prop_map(|p| p.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn clean_line_leaves_no_control_but_tab(raw in nasty_bytes()) {
+        let text = clean_line(&raw);
+        for c in text.chars() {
+            prop_assert!(!c.is_control() || c == '\t', "{c:?} left in {text:?}");
+        }
+    }
+
+    /// Text that is already clean passes unchanged.
+    #[test]
+    fn clean_line_keeps_clean_text(text in any::<String>()) {
+        let clean: String = text.chars().filter(|&c| !c.is_control() || c == '\t').collect();
+        prop_assert_eq!(clean_line(clean.as_bytes()), clean);
+    }
+
+    #[test]
+    fn command_parse_never_panics_and_keeps_its_invariants(
+        head in prop_oneof![
+            Just(""), Just("login"), Just("regist"), Just("send-to"), Just("list-user"),
+            Just("logout"), Just("help"), Just("quit"), Just("  send-to "),
+        ],
+        rest in any::<String>(),
+    ) {
+        let line = format!("{head}{rest}");
+        match Command::parse(&line) {
+            Command::Empty => prop_assert!(line.trim().is_empty()),
+            Command::SendTo(Some((target, text))) => {
+                prop_assert!(!target.is_empty());
+                prop_assert!(!target.contains(char::is_whitespace));
+                prop_assert!(!text.is_empty());
+                prop_assert_eq!(text, text.trim());
+            }
+            Command::Message(text) => {
+                prop_assert!(!text.is_empty());
+                prop_assert_eq!(text, line.trim());
+            }
+            _ => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The chat core
+
+/// What the core did, in order.
+#[derive(Debug)]
+enum Event {
+    Send(ConnId, Vec<u8>),
+    Close(ConnId),
+    Submit(AuthJob),
+}
+
+#[derive(Default)]
+struct Recorder {
+    events: Vec<Event>,
+}
+
+impl Outbox for Recorder {
+    fn send(&mut self, conn: ConnId, bytes: &[u8]) {
+        self.events.push(Event::Send(conn, bytes.to_vec()));
+    }
+    fn close(&mut self, conn: ConnId) {
+        self.events.push(Event::Close(conn));
+    }
+    fn submit(&mut self, job: AuthJob) {
+        self.events.push(Event::Submit(job));
+    }
+}
+
+const CONNS: usize = 4;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Connect(ConnId),
+    Line(ConnId, Vec<u8>),
+    TooLong(ConnId),
+    /// Finish the pending job at this index (modulo), as a worker would; the
+    /// flag makes a registration's disk write fail.
+    Finish(usize, bool),
+    Disconnect(ConnId),
+    Tick(u64),
+}
+
+/// Lines that hit every command, with names and passwords from a small pool
+/// so that logins succeed, collide and fail, plus arbitrary nasty bytes.
+fn chat_line() -> impl Strategy<Value = Vec<u8>> {
+    let name = prop_oneof![
+        Just("u0"),
+        Just("u1"),
+        Just("u2"),
+        Just("u3"),
+        Just("bad name"),
+        Just("")
+    ];
+    let pass = prop_oneof![Just("p0"), Just("p1"), Just("")];
+    prop_oneof![
+        2 => (name.clone(), pass.clone()).prop_map(|(u, p)| format!("regist {u} {p}").into_bytes()),
+        3 => (name.clone(), pass.clone()).prop_map(|(u, p)| format!("login {u} {p}").into_bytes()),
+        1 => Just(b"login".to_vec()),
+        1 => Just(b"regist".to_vec()),
+        1 => name.clone().prop_map(|u| u.as_bytes().to_vec()),
+        1 => pass.prop_map(|p| p.as_bytes().to_vec()),
+        2 => (name, nasty_bytes()).prop_map(|(u, text)| [format!("send-to {u} ").into_bytes(), text].concat()),
+        1 => Just(b"list-user".to_vec()),
+        1 => Just(b"logout".to_vec()),
+        1 => Just(b"quit".to_vec()),
+        1 => Just(b"help".to_vec()),
+        4 => nasty_bytes(),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let conn = 0..CONNS;
+    prop_oneof![
+        2 => conn.clone().prop_map(Op::Connect),
+        10 => (conn.clone(), chat_line()).prop_map(|(c, l)| Op::Line(c, l)),
+        1 => conn.clone().prop_map(Op::TooLong),
+        4 => (any::<usize>(), prop::bool::weighted(0.1)).prop_map(|(i, f)| Op::Finish(i, f)),
+        1 => conn.prop_map(Op::Disconnect),
+        1 => (0u64..8).prop_map(Op::Tick),
+    ]
+}
+
+/// The shell around the core: which connections are open, which jobs are
+/// pending, and a fake hash (`fake$PASSWORD`).
+struct Harness {
+    chat: Chat,
+    start: Instant,
+    now: Instant,
+    open: HashSet<ConnId>,
+    /// Bumped on every connect, to tell a connection from a later one on the
+    /// same id.
+    generation: HashMap<ConnId, u64>,
+    jobs: Vec<(AuthJob, u64)>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let config = ChatConfig {
+            login_timeout: Duration::from_secs(5),
+            max_pending_auth: 2,
+            ..ChatConfig::default()
+        };
+        // Some accounts exist from the start; u3 does not.
+        let accounts = [("u0", "fake$p0"), ("u1", "fake$p0"), ("u2", "fake$p1")]
+            .map(|(name, phc)| (name.to_owned(), phc.to_owned()));
+        let start = Instant::now();
+        Self {
+            chat: Chat::new(config, accounts),
+            start,
+            now: start,
+            open: HashSet::new(),
+            generation: HashMap::new(),
+            jobs: Vec::new(),
+        }
+    }
+
+    fn ticket_of(job: &AuthJob) -> Ticket {
+        match job {
+            AuthJob::Register { ticket, .. } | AuthJob::Verify { ticket, .. } => *ticket,
+        }
+    }
+
+    /// Checks what the core did in one call and plays the shell's part: a
+    /// closed connection is dropped (which tells the core again, as
+    /// `drop_conn` does). `source` is the connection whose event this was;
+    /// `stale` a connection that must hear nothing.
+    fn settle(
+        &mut self,
+        mut out: Recorder,
+        source: Option<ConnId>,
+        stale: Option<ConnId>,
+    ) -> Result<(), TestCaseError> {
+        let mut closed_now = HashSet::new();
+        let mut i = 0;
+        while i < out.events.len() {
+            match std::mem::replace(&mut out.events[i], Event::Close(usize::MAX)) {
+                Event::Send(conn, bytes) => {
+                    prop_assert!(
+                        self.open.contains(&conn) && !closed_now.contains(&conn),
+                        "sent to conn {conn}, which is not open"
+                    );
+                    prop_assert!(Some(conn) != stale, "a stale job spoke to conn {conn}");
+                    check_output(&bytes)?;
+                }
+                Event::Close(conn) => {
+                    prop_assert!(self.open.contains(&conn), "closed conn {conn} twice");
+                    closed_now.insert(conn);
+                    self.open.remove(&conn);
+                    let mut again = Recorder::default();
+                    self.chat.disconnect(conn, &mut again);
+                    out.events.append(&mut again.events);
+                }
+                Event::Submit(job) => {
+                    let ticket = Self::ticket_of(&job);
+                    prop_assert_eq!(Some(ticket.conn), source, "job for another conn");
+                    let generation = self.generation[&ticket.conn];
+                    self.jobs.push((job, generation));
+                }
+            }
+            i += 1;
+        }
+        prop_assert!(self.chat.online_count() <= self.open.len());
+        Ok(())
+    }
+
+    fn apply(&mut self, op: Op) -> Result<(), TestCaseError> {
+        let mut out = Recorder::default();
+        match op {
+            Op::Connect(conn) => {
+                if self.open.insert(conn) {
+                    *self.generation.entry(conn).or_default() += 1;
+                    self.chat.connect(conn, self.now);
+                }
+            }
+            Op::Line(conn, raw) => {
+                // The shell feeds a line only while the core is ready for it.
+                if self.open.contains(&conn) && self.chat.ready(conn) {
+                    self.chat.line(conn, &raw, self.now, &mut out);
+                }
+                return self.settle(out, Some(conn), None);
+            }
+            Op::TooLong(conn) => {
+                if self.open.contains(&conn) && self.chat.ready(conn) {
+                    self.chat.too_long(conn, &mut out);
+                }
+            }
+            Op::Finish(index, fail) => {
+                if self.jobs.is_empty() {
+                    return Ok(());
+                }
+                let (job, generation) = self.jobs.remove(index % self.jobs.len());
+                let ticket = Self::ticket_of(&job);
+                let current = self.open.contains(&ticket.conn)
+                    && self.generation.get(&ticket.conn) == Some(&generation);
+                let outcome = match job {
+                    AuthJob::Register {
+                        username, password, ..
+                    } => {
+                        if fail {
+                            AuthOutcome::StorageFailed { username }
+                        } else {
+                            AuthOutcome::Registered {
+                                username,
+                                phc: format!("fake${password}").into(),
+                            }
+                        }
+                    }
+                    AuthJob::Verify { phc, password, .. } => AuthOutcome::Verified(
+                        phc.is_some_and(|phc| *phc == *format!("fake${password}")),
+                    ),
+                };
+                self.chat.auth_done(AuthDone { ticket, outcome }, &mut out);
+                let stale = (!current).then_some(ticket.conn);
+                // A finished job lets the shell feed that connection's next line.
+                return self.settle(out, Some(ticket.conn), stale);
+            }
+            Op::Disconnect(conn) => {
+                if self.open.remove(&conn) {
+                    self.chat.disconnect(conn, &mut out);
+                }
+            }
+            Op::Tick(secs) => {
+                self.now += Duration::from_secs(secs);
+                self.chat.tick(self.now, &mut out);
+                prop_assert!(self.now >= self.start);
+            }
+        }
+        self.settle(out, None, None)
+    }
+}
+
+/// Anything the core sends: UTF-8, no control character but `\n` (and TAB
+/// inside text), and every line but the help text one line ending in `\n`
+/// (or a prompt, with none), so no message can smuggle in a line of its own.
+fn check_output(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let text = std::str::from_utf8(bytes);
+    prop_assert!(text.is_ok(), "not UTF-8: {bytes:?}");
+    let text = text.unwrap();
+    for c in text.chars() {
+        prop_assert!(
+            !c.is_control() || c == '\n' || c == '\t',
+            "{c:?} sent in {text:?}"
+        );
+    }
+    if !text.starts_with("Perintah:") {
+        let newlines = text.matches('\n').count();
+        let prompt = text == "Username : " || text == "Password : ";
+        prop_assert!(
+            (newlines == 1 && text.ends_with('\n')) || (newlines == 0 && prompt),
+            "not one line: {text:?}"
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_chat_core_survives_arbitrary_lines(
+        logged_in_first in 0..=CONNS,
+        ops in vec(op(), 1..120),
+    ) {
+        let mut harness = Harness::new();
+        for conn in 0..CONNS {
+            harness.apply(Op::Connect(conn))?;
+        }
+        // Some connections start logged in, so that chat flows between them.
+        for (conn, login) in ["login u0 p0", "login u1 p0", "login u2 p1"]
+            .into_iter()
+            .take(logged_in_first)
+            .enumerate()
+        {
+            harness.apply(Op::Line(conn, login.as_bytes().to_vec()))?;
+            harness.apply(Op::Finish(0, false))?;
+        }
+        for op in ops {
+            harness.apply(op)?;
+        }
+        // Finish whatever is pending; nothing may go wrong on the way out.
+        while !harness.jobs.is_empty() {
+            harness.apply(Op::Finish(0, false))?;
+        }
+        for conn in 0..CONNS {
+            harness.apply(Op::Disconnect(conn))?;
+        }
+        prop_assert_eq!(harness.chat.online_count(), 0);
+    }
+}
