@@ -453,11 +453,11 @@ impl Server {
     /// so again.
     fn read_unread(&mut self, now: Instant) {
         for id in std::mem::take(&mut self.io.unread) {
-            if let Some(conn) = self.io.conns.get_mut(id) {
-                if conn.unread {
-                    conn.unread = false;
-                    self.read(id, now);
-                }
+            if let Some(conn) = self.io.conns.get_mut(id)
+                && conn.unread
+            {
+                conn.unread = false;
+                self.read(id, now);
             }
         }
     }
