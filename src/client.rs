@@ -162,16 +162,16 @@ impl Incoming {
             if let [rest @ .., b'\r'] = line {
                 line = rest;
             }
-            out.push(Piece::Line(clean_line(line)));
+            out.push(Piece::Line(clean_line(line).into_owned()));
             start += at + 1;
         }
         self.pending.drain(..start);
         let rest = self.pending.as_slice();
         if rest == PROMPT_USERNAME.as_bytes() || rest == PROMPT_PASSWORD.as_bytes() {
-            out.push(Piece::Prompt(clean_line(rest)));
+            out.push(Piece::Prompt(clean_line(rest).into_owned()));
             self.pending.clear();
         } else if rest.len() > MAX_PENDING {
-            out.push(Piece::Line(clean_line(rest)));
+            out.push(Piece::Line(clean_line(rest).into_owned()));
             self.pending.clear();
         }
     }
@@ -181,7 +181,7 @@ impl Incoming {
         if self.pending.is_empty() {
             return None;
         }
-        let line = clean_line(&self.pending);
+        let line = clean_line(&self.pending).into_owned();
         self.pending.clear();
         Some(line)
     }

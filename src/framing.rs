@@ -9,6 +9,8 @@
 //! characters removed, so no user can send an escape sequence to another's
 //! terminal.
 
+use std::borrow::Cow;
+
 /// Longest accepted line in bytes, the terminator (`\n` or `\r\n`) excluded
 /// (SPEC section 1).
 pub const MAX_LINE: usize = 4096;
@@ -168,9 +170,9 @@ const DONT: u8 = 0xFE;
 /// Removes telnet IAC command sequences from raw bytes: `IAC IAC`, `IAC cmd`,
 /// `IAC WILL/WONT/DO/DONT opt`, and `IAC SB ... IAC SE`. Done before UTF-8
 /// decoding because 0xFF is never valid UTF-8 and would become U+FFFD.
-fn strip_telnet(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+fn strip_telnet(raw: &[u8]) -> Cow<'_, [u8]> {
     if !raw.contains(&IAC) {
-        return std::borrow::Cow::Borrowed(raw);
+        return Cow::Borrowed(raw);
     }
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
@@ -194,7 +196,7 @@ fn strip_telnet(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
             Some(_) => i += 2,
         }
     }
-    std::borrow::Cow::Owned(out)
+    Cow::Owned(out)
 }
 
 /// True for characters that must never reach another user's terminal: C0
@@ -205,14 +207,22 @@ pub fn is_forbidden_control(c: char) -> bool {
 
 /// Turns a raw line into clean text: telnet sequences removed, UTF-8 decoded
 /// lossily, control characters removed. Trimming is left to the caller, which
-/// needs the untrimmed text to find where a `send-to` message begins.
-pub fn clean_line(raw: &[u8]) -> String {
-    let bytes = strip_telnet(raw);
-    let text = String::from_utf8_lossy(&bytes);
+/// needs the untrimmed text to find where a `send-to` message begins. A line
+/// that is already clean (nearly every line) is borrowed, not copied.
+pub fn clean_line(raw: &[u8]) -> Cow<'_, str> {
+    match strip_telnet(raw) {
+        Cow::Borrowed(bytes) => remove_controls(String::from_utf8_lossy(bytes)),
+        Cow::Owned(bytes) => {
+            remove_controls(Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()))
+        }
+    }
+}
+
+fn remove_controls(text: Cow<'_, str>) -> Cow<'_, str> {
     if text.chars().any(is_forbidden_control) {
-        text.chars().filter(|&c| !is_forbidden_control(c)).collect()
+        Cow::Owned(text.chars().filter(|&c| !is_forbidden_control(c)).collect())
     } else {
-        text.into_owned()
+        text
     }
 }
 
