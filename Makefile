@@ -5,7 +5,7 @@ PORT ?= 10000
 # Extra flags for the programs, e.g. make run-server ARGS='--lang en'
 ARGS ?=
 
-.PHONY: all build run-server run-client test test-cargo test-nc nc lint fmt clean soak
+.PHONY: all build run-server run-client test test-cargo test-nc nc lint fmt clean bench bench-quick soak
 
 all: build
 
@@ -48,3 +48,14 @@ clean:
 ## soak: 1000 misbehaving clients for a few minutes (SOAK_SECS=150), not part of make test
 soak:
 	$(CARGO) test --release --test soak -- --ignored --nocapture
+
+## bench: ours vs ngircd vs the floor, interleaved, 3 repetitions (~7 min);
+## medians, ratios, JSON lines, table and chart in bench/results/
+bench:
+	$(CARGO) build --release --bins
+	bash bench/run.sh $(ARGS)
+
+## bench-quick: the same, one short repetition (under 2 minutes)
+bench-quick:
+	$(CARGO) build --release --bins
+	bash bench/run.sh --quick $(ARGS)

@@ -1,0 +1,852 @@
+//! The load generator: one thread, one mio `Poll`, many client sockets with
+//! `TCP_NODELAY`, speaking our protocol, the floor's (raw lines) or IRC.
+//!
+//! Every benchmark message carries its send time on one monotonic clock (ns
+//! since the generator started), the sender, a sequence number and a phase:
+//! `^K<ts>^<seq>^<from>^<phase>^<pad>`, where K is `T` (fan-out), `S` (a
+//! barrier or a timed broadcast), `P` (ping) or `Q` (pong). Receivers find the
+//! payload at the first `^`, whatever the server put in front of it
+//! (`[u3] `, `:u3!~u3@127.0.0.1 PRIVMSG #bench :`, nothing).
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+/// The IRC channel every fan-out client joins.
+pub const CHANNEL: &str = "#bench";
+/// The server-mask target that reaches every user of the ngircd server.
+pub const SERVER_MASK: &str = "$bench.irc";
+const PASSWORD: &str = "benchpw1";
+/// Padding so a message is about 64 bytes on the wire.
+const PAD: &str = "xxxxxxxxxxxxxxxxxxxxxxxx";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// Our protocol: regist, login, a plain line is a broadcast.
+    Chat,
+    /// The floor: no login, every line goes to every other connection.
+    Floor,
+    /// IRC: NICK/USER, JOIN one channel, PRIVMSG.
+    Irc,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Regist,
+    Login,
+    Waiting,
+    Ready,
+    Failed,
+}
+
+struct Client {
+    sock: TcpStream,
+    name: String,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    connected: bool,
+    join: bool,
+    state: State,
+}
+
+/// Where a message goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Dest {
+    /// Everyone else: a chat line, a floor line, a PRIVMSG to the channel.
+    All,
+    /// Every user of the server (IRC: the server mask, as an operator).
+    Everyone,
+    /// One client, privately (`send-to`, PRIVMSG nick).
+    To(usize),
+}
+
+/// Clients being opened and logged in, a window at a time.
+pub struct Opener {
+    prefix: String,
+    total: usize,
+    opened: usize,
+    first: usize,
+    opers: usize,
+    join: bool,
+    pub window: usize,
+    ready_at_start: usize,
+    pub started: Instant,
+}
+
+/// Per-phase delivery bookkeeping.
+#[derive(Default)]
+struct Track {
+    phase: u32,
+    /// seq -> deliveries still expected.
+    inflight: HashMap<u64, u32>,
+    /// Per sender (client index < senders): messages not yet fully delivered.
+    outstanding: Vec<u32>,
+    lat_ns: Vec<u64>,
+    received: u64,
+    stray: u64,
+    last_recv: Option<Instant>,
+    sync_count: usize,
+    sync_last: Option<Instant>,
+    rtt_ns: Vec<u64>,
+    ping_waiting: Option<Instant>,
+    ping_timeouts: u64,
+}
+
+/// What one fan-out phase measured.
+#[derive(Debug, Clone)]
+pub struct PhaseResult {
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub deliveries_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub server_cpu_ns: u64,
+    pub server_ticks_ns: u64,
+    pub gen_cpu_ns: u64,
+    pub wall_ns: u64,
+}
+
+/// How a fan-out phase offers load.
+#[derive(Clone, Copy, Debug)]
+pub enum Offer {
+    /// Deliveries per second, spread over the senders in turn.
+    Rate(f64),
+    /// Each sender keeps this many messages not yet fully delivered.
+    Closed(u32),
+}
+
+pub struct Gen {
+    proto: Proto,
+    addr: SocketAddr,
+    poll: Poll,
+    events: Events,
+    clients: Vec<Client>,
+    scratch: Vec<u8>,
+    line: Vec<u8>,
+    t0: Instant,
+    retries: Vec<(Instant, usize)>,
+    ready: usize,
+    failed: usize,
+    next_seq: u64,
+    track: Track,
+}
+
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 * p / 100.0).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// Parses the leading decimal digits of `s`; returns the number and the rest.
+fn num(s: &[u8]) -> Option<(u64, &[u8])> {
+    let end = s
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(s.len());
+    if end == 0 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in &s[..end] {
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some((v, &s[end..]))
+}
+
+/// A parsed payload: kind, ts, seq, from, phase.
+fn parse_payload(line: &[u8]) -> Option<(u8, u64, u64, usize, u32)> {
+    let at = line.iter().position(|&b| b == b'^')?;
+    let rest = line.get(at + 1..)?;
+    let kind = *rest.first()?;
+    let (ts, rest) = num(rest.get(1..)?)?;
+    let (seq, rest) = num(rest.strip_prefix(b"^")?)?;
+    let (from, rest) = num(rest.strip_prefix(b"^")?)?;
+    let (phase, _) = num(rest.strip_prefix(b"^")?)?;
+    Some((kind, ts, seq, from as usize, phase as u32))
+}
+
+impl Gen {
+    pub fn new(proto: Proto, addr: SocketAddr) -> Result<Self, String> {
+        Ok(Self {
+            proto,
+            addr,
+            poll: Poll::new().map_err(|e| format!("poll: {e}"))?,
+            events: Events::with_capacity(4096),
+            clients: Vec::new(),
+            scratch: vec![0; 256 * 1024],
+            line: Vec::with_capacity(256),
+            t0: Instant::now(),
+            retries: Vec::new(),
+            ready: 0,
+            failed: 0,
+            next_seq: 0,
+            track: Track::default(),
+        })
+    }
+
+    pub fn proto(&self) -> Proto {
+        self.proto
+    }
+
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.t0.elapsed().as_nanos() as u64
+    }
+
+    /// Starts opening `total` clients named `prefix0..`; the first `opers`
+    /// of them become IRC operators with relaxed flood protection; IRC
+    /// clients join the channel when `join`.
+    pub fn opener(&self, prefix: &str, total: usize, opers: usize, join: bool) -> Opener {
+        Opener {
+            prefix: prefix.to_string(),
+            total,
+            opened: 0,
+            first: self.clients.len(),
+            opers,
+            join,
+            // ngircd listens with a backlog of 10: more connections at once
+            // overflow it and wait for SYN retransmits (1 s, 3 s, ...).
+            window: if self.proto == Proto::Irc { 8 } else { 200 },
+            ready_at_start: self.ready,
+            started: Instant::now(),
+        }
+    }
+
+    /// Opens more clients while fewer than the window are still logging in.
+    /// Returns true when all are ready.
+    pub fn open_step(&mut self, op: &mut Opener) -> Result<bool, String> {
+        let done = self.ready - op.ready_at_start;
+        while op.opened < op.total && op.opened - done < op.window {
+            let i = op.opened;
+            let sock = TcpStream::connect(self.addr).map_err(|e| format!("connect: {e}"))?;
+            let name = format!("{}{}", op.prefix, i);
+            let mut wbuf = Vec::new();
+            let state = match self.proto {
+                Proto::Chat => {
+                    wbuf.extend_from_slice(format!("regist {name} {PASSWORD}\n").as_bytes());
+                    State::Regist
+                }
+                // The floor greets each connection it accepts.
+                Proto::Floor => State::Waiting,
+                Proto::Irc => {
+                    wbuf.extend_from_slice(
+                        format!("NICK {name}\r\nUSER {name} 0 * :bench\r\n").as_bytes(),
+                    );
+                    if i < op.opers {
+                        wbuf.extend_from_slice(
+                            format!("OPER bench bench\r\nMODE {name} +F\r\n").as_bytes(),
+                        );
+                    }
+                    if op.join {
+                        wbuf.extend_from_slice(format!("JOIN {CHANNEL}\r\n").as_bytes());
+                    }
+                    State::Waiting
+                }
+            };
+            let idx = self.clients.len();
+            let mut client = Client {
+                sock,
+                name,
+                rbuf: Vec::new(),
+                wbuf,
+                connected: false,
+                join: op.join,
+                state,
+            };
+            self.poll
+                .registry()
+                .register(
+                    &mut client.sock,
+                    Token(idx),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .map_err(|e| format!("register: {e}"))?;
+            self.clients.push(client);
+            op.opened += 1;
+        }
+        if self.failed > 0 {
+            return Err(format!("{} clients failed to log in", self.failed));
+        }
+        Ok(self.ready - op.ready_at_start >= op.total)
+    }
+
+    /// Opens and logs in `total` clients, within `limit`.
+    pub fn open_all(
+        &mut self,
+        prefix: &str,
+        total: usize,
+        opers: usize,
+        join: bool,
+        limit: Duration,
+    ) -> Result<Duration, String> {
+        let mut op = self.opener(prefix, total, opers, join);
+        let first = op.first;
+        loop {
+            if self.open_step(&mut op)? {
+                break;
+            }
+            if op.started.elapsed() > limit {
+                let ready = self.clients[first..]
+                    .iter()
+                    .filter(|c| c.state == State::Ready)
+                    .count();
+                return Err(format!(
+                    "only {ready} of {total} clients logged in within {limit:?}"
+                ));
+            }
+            self.pump(Some(Duration::from_millis(5)))?;
+        }
+        Ok(op.started.elapsed())
+    }
+
+    /// One poll turn: connects, reads, answers, retries.
+    pub fn pump(&mut self, timeout: Option<Duration>) -> Result<(), String> {
+        if let Err(e) = self.poll.poll(&mut self.events, timeout)
+            && e.kind() != ErrorKind::Interrupted
+        {
+            return Err(format!("poll: {e}"));
+        }
+        let tokens: Vec<(usize, bool, bool)> = self
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.token().0,
+                    e.is_writable(),
+                    e.is_readable() || e.is_read_closed() || e.is_error(),
+                )
+            })
+            .collect();
+        for (idx, writable, readable) in tokens {
+            if writable {
+                self.on_writable(idx)?;
+            }
+            if readable {
+                self.on_readable(idx)?;
+            }
+        }
+        if !self.retries.is_empty() {
+            let now = Instant::now();
+            let due: Vec<usize> = self
+                .retries
+                .iter()
+                .filter(|(at, _)| *at <= now)
+                .map(|&(_, i)| i)
+                .collect();
+            self.retries.retain(|(at, _)| *at > now);
+            for i in due {
+                self.auth_command(i);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_writable(&mut self, idx: usize) -> Result<(), String> {
+        let Some(c) = self.clients.get_mut(idx) else {
+            return Ok(());
+        };
+        if !c.connected {
+            match c.sock.peer_addr() {
+                Ok(_) => c.connected = true,
+                Err(e) if e.kind() == ErrorKind::NotConnected => return Ok(()),
+                Err(e) => {
+                    return Err(format!(
+                        "client {} cannot connect to {}: {e}",
+                        c.name, self.addr
+                    ));
+                }
+            }
+        }
+        self.flush(idx);
+        Ok(())
+    }
+
+    fn flush(&mut self, idx: usize) {
+        let Some(c) = self.clients.get_mut(idx) else {
+            return;
+        };
+        if !c.connected {
+            return;
+        }
+        while !c.wbuf.is_empty() {
+            match c.sock.write(&c.wbuf) {
+                Ok(n) => {
+                    c.wbuf.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Queues bytes for a client and writes what the socket takes now.
+    fn send_raw(&mut self, idx: usize, bytes: &[u8]) {
+        if let Some(c) = self.clients.get_mut(idx) {
+            c.wbuf.extend_from_slice(bytes);
+            self.flush(idx);
+        }
+    }
+
+    fn on_readable(&mut self, idx: usize) -> Result<(), String> {
+        let Some(c) = self.clients.get_mut(idx) else {
+            return Ok(());
+        };
+        let mut closed = false;
+        loop {
+            match c.sock.read(&mut self.scratch) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => c.rbuf.extend_from_slice(&self.scratch[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::NotConnected => break,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let mut rbuf = std::mem::take(&mut c.rbuf);
+        let mut start = 0;
+        let now = Instant::now();
+        while let Some(nl) = rbuf[start..].iter().position(|&b| b == b'\n') {
+            let end = start + nl;
+            let line = &rbuf[start..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            self.on_line(idx, line, now);
+            start = end + 1;
+        }
+        rbuf.drain(..start);
+        if rbuf.capacity() > 64 * 1024 {
+            rbuf.shrink_to(4096);
+        }
+        if let Some(c) = self.clients.get_mut(idx) {
+            c.rbuf = rbuf;
+            if closed && c.state != State::Failed {
+                if c.state != State::Ready {
+                    self.failed += 1;
+                }
+                c.state = State::Failed;
+                eprintln!("chat-bench: client {} closed by the server", c.name);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_line(&mut self, idx: usize, line: &[u8], now: Instant) {
+        if let Some((kind, ts, seq, from, phase)) = parse_payload(line) {
+            let lat = (now.duration_since(self.t0).as_nanos() as u64).saturating_sub(ts);
+            self.on_payload(idx, kind, lat, ts, seq, from, phase, now);
+            return;
+        }
+        match self.proto {
+            Proto::Chat => self.on_chat_line(idx, line),
+            Proto::Irc => self.on_irc_line(idx, line),
+            Proto::Floor => {
+                if let Some(c) = self.clients.get_mut(idx)
+                    && c.state != State::Ready
+                {
+                    c.state = State::Ready;
+                    self.ready += 1;
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_payload(
+        &mut self,
+        idx: usize,
+        kind: u8,
+        lat: u64,
+        ts: u64,
+        seq: u64,
+        from: usize,
+        phase: u32,
+        now: Instant,
+    ) {
+        if from == idx && kind != b'Q' {
+            // IRC's server mask reaches the sender too.
+            return;
+        }
+        let t = &mut self.track;
+        match kind {
+            b'T' => {
+                if phase != t.phase {
+                    t.stray += 1;
+                    return;
+                }
+                t.received += 1;
+                t.lat_ns.push(lat);
+                t.last_recv = Some(now);
+                if let Some(left) = t.inflight.get_mut(&seq) {
+                    *left -= 1;
+                    if *left == 0 {
+                        t.inflight.remove(&seq);
+                        if let Some(o) = t.outstanding.get_mut(from) {
+                            *o = o.saturating_sub(1);
+                        }
+                    }
+                }
+            }
+            b'S' if phase == t.phase => {
+                t.sync_count += 1;
+                t.sync_last = Some(now);
+            }
+            b'P' => {
+                // Answer a ping privately with the same timestamp.
+                self.send_msg(idx, Dest::To(from), b'Q', ts, seq, phase);
+            }
+            b'Q' if phase == t.phase && t.ping_waiting.is_some() => {
+                t.rtt_ns.push(lat);
+                t.ping_waiting = None;
+            }
+            _ => {}
+        }
+    }
+
+    fn on_chat_line(&mut self, idx: usize, line: &[u8]) {
+        let Some(c) = self.clients.get_mut(idx) else {
+            return;
+        };
+        match (c.state, line) {
+            (State::Regist, b"Anda berhasil terdaftar" | b"Username telah dipakai") => {
+                c.state = State::Login;
+                self.auth_command(idx);
+            }
+            (State::Login, b"Login sukses") => {
+                c.state = State::Ready;
+                self.ready += 1;
+            }
+            (State::Regist | State::Login, b"Server sibuk, coba lagi nanti") => {
+                self.retries
+                    .push((Instant::now() + Duration::from_millis(20), idx));
+            }
+            (
+                State::Regist | State::Login,
+                b"Username atau Password anda Salah" | b"Server penuh, coba lagi nanti",
+            ) => {
+                eprintln!("chat-bench: {}: {}", c.name, String::from_utf8_lossy(line));
+                c.state = State::Failed;
+                self.failed += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends (again) the command of a client's login step.
+    fn auth_command(&mut self, idx: usize) {
+        let Some(c) = self.clients.get(idx) else {
+            return;
+        };
+        let cmd = match c.state {
+            State::Regist => format!("regist {} {PASSWORD}\n", c.name),
+            State::Login => format!("login {} {PASSWORD}\n", c.name),
+            _ => return,
+        };
+        self.send_raw(idx, cmd.as_bytes());
+    }
+
+    fn on_irc_line(&mut self, idx: usize, line: &[u8]) {
+        if let Some(rest) = line.strip_prefix(b"PING") {
+            let mut pong = b"PONG".to_vec();
+            pong.extend_from_slice(rest);
+            pong.extend_from_slice(b"\r\n");
+            self.send_raw(idx, &pong);
+            return;
+        }
+        let Some(c) = self.clients.get_mut(idx) else {
+            return;
+        };
+        if c.state != State::Waiting {
+            return;
+        }
+        let code = line
+            .split(|&b| b == b' ')
+            .nth(1)
+            .unwrap_or_default()
+            .to_vec();
+        let ready = match code.as_slice() {
+            b"366" => c.join,
+            b"376" | b"422" => !c.join,
+            b"433" | b"432" | b"464" | b"491" => {
+                eprintln!("chat-bench: {}: {}", c.name, String::from_utf8_lossy(line));
+                c.state = State::Failed;
+                self.failed += 1;
+                false
+            }
+            _ => {
+                line.starts_with(b"ERROR") && {
+                    c.state = State::Failed;
+                    self.failed += 1;
+                    false
+                }
+            }
+        };
+        if ready {
+            c.state = State::Ready;
+            self.ready += 1;
+        }
+    }
+
+    /// Formats and sends one benchmark message.
+    fn send_msg(&mut self, from: usize, dest: Dest, kind: u8, ts: u64, seq: u64, phase: u32) {
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        let to_name =
+            |g: &Self, i: usize| g.clients.get(i).map(|c| c.name.clone()).unwrap_or_default();
+        match (self.proto, dest) {
+            (Proto::Chat, Dest::To(i)) => {
+                line.extend_from_slice(b"send-to ");
+                line.extend_from_slice(to_name(self, i).as_bytes());
+                line.push(b' ');
+            }
+            (Proto::Irc, Dest::To(i)) => {
+                line.extend_from_slice(b"PRIVMSG ");
+                line.extend_from_slice(to_name(self, i).as_bytes());
+                line.extend_from_slice(b" :");
+            }
+            (Proto::Irc, Dest::All) => {
+                line.extend_from_slice(format!("PRIVMSG {CHANNEL} :").as_bytes());
+            }
+            (Proto::Irc, Dest::Everyone) => {
+                line.extend_from_slice(format!("PRIVMSG {SERVER_MASK} :").as_bytes());
+            }
+            _ => {}
+        }
+        let _ = write!(line, "^{}{ts}^{seq}^{from}^{phase}^{PAD}", char::from(kind));
+        line.extend_from_slice(if self.proto == Proto::Irc {
+            b"\r\n"
+        } else {
+            b"\n"
+        });
+        self.send_raw(from, &line);
+        self.line = line;
+    }
+
+    fn new_phase(&mut self) -> u32 {
+        let t = &mut self.track;
+        t.phase += 1;
+        t.inflight.clear();
+        t.lat_ns.clear();
+        t.received = 0;
+        t.stray = 0;
+        t.last_recv = None;
+        t.sync_count = 0;
+        t.sync_last = None;
+        t.rtt_ns.clear();
+        t.ping_waiting = None;
+        t.ping_timeouts = 0;
+        t.phase
+    }
+
+    /// Client `from` sends one message to `dest`; waits until `expect`
+    /// others have it, within `limit`. Returns the time until the last one.
+    pub fn broadcast_time(
+        &mut self,
+        from: usize,
+        dest: Dest,
+        expect: usize,
+        limit: Duration,
+    ) -> Result<Duration, String> {
+        let phase = self.new_phase();
+        let start = Instant::now();
+        let ts = self.now_ns();
+        self.send_msg(from, dest, b'S', ts, 0, phase);
+        while self.track.sync_count < expect {
+            if start.elapsed() > limit {
+                return Err(format!(
+                    "a broadcast reached {} of {expect} clients within {limit:?}",
+                    self.track.sync_count
+                ));
+            }
+            self.pump(Some(Duration::from_millis(5)))?;
+        }
+        Ok(self
+            .track
+            .sync_last
+            .map_or(Duration::ZERO, |t| t.duration_since(start)))
+    }
+
+    /// Pumps for a while, answering what comes (pings, PINGs).
+    pub fn idle(&mut self, d: Duration) -> Result<(), String> {
+        let end = Instant::now() + d;
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            self.pump(Some(end - now))?;
+        }
+    }
+
+    /// One fan-out phase: senders `0..senders` offer load for `dur`, every
+    /// message goes to `recipients` others; then up to `drain` to collect.
+    pub fn fanout(
+        &mut self,
+        senders: usize,
+        recipients: u32,
+        offer: Offer,
+        dur: Duration,
+        drain: Duration,
+        server_pid: u32,
+    ) -> Result<PhaseResult, String> {
+        let phase = self.new_phase();
+        self.track.outstanding = vec![0; senders];
+        let cpu0 = crate::sys::process_cpu_ns(server_pid);
+        let ticks0 = crate::sys::process_ticks_ns(server_pid);
+        let gen0 = crate::sys::self_cpu_ns();
+        let start = Instant::now();
+        let end = start + dur;
+        let mut next_at = start;
+        let mut k: u64 = 0;
+        let mut sent: u64 = 0;
+        let interval = match offer {
+            Offer::Rate(r) => Duration::from_secs_f64(f64::from(recipients) / r),
+            Offer::Closed(_) => Duration::ZERO,
+        };
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            let mut timeout = end - now;
+            match offer {
+                Offer::Rate(_) => {
+                    // Bounded backlog: a server that cannot keep up loses
+                    // messages rather than growing the generator without end.
+                    while next_at <= now && self.track.inflight.len() < 200_000 {
+                        let from = (k % senders as u64) as usize;
+                        self.send_fanout(from, recipients, phase);
+                        k += 1;
+                        sent += 1;
+                        next_at += interval;
+                    }
+                    if next_at > now {
+                        timeout = timeout.min(next_at - now);
+                    } else {
+                        timeout = Duration::from_millis(1);
+                    }
+                }
+                Offer::Closed(window) => {
+                    for from in 0..senders {
+                        while self.track.outstanding[from] < window {
+                            self.send_fanout(from, recipients, phase);
+                            sent += 1;
+                        }
+                    }
+                }
+            }
+            self.pump(Some(timeout))?;
+        }
+        let drain_end = Instant::now() + drain;
+        while !self.track.inflight.is_empty() {
+            let now = Instant::now();
+            if now >= drain_end {
+                break;
+            }
+            self.pump(Some((drain_end - now).min(Duration::from_millis(10))))?;
+        }
+        let cpu = crate::sys::process_cpu_ns(server_pid).saturating_sub(cpu0);
+        let ticks = crate::sys::process_ticks_ns(server_pid).saturating_sub(ticks0);
+        let gen_cpu = crate::sys::self_cpu_ns().saturating_sub(gen0);
+        let t = &mut self.track;
+        let lost: u64 = t.inflight.values().map(|&v| u64::from(v)).sum();
+        let wall = t
+            .last_recv
+            .map_or(dur, |l| l.duration_since(start).max(dur));
+        t.lat_ns.sort_unstable();
+        Ok(PhaseResult {
+            sent,
+            received: t.received,
+            lost,
+            deliveries_per_s: t.received as f64 / wall.as_secs_f64(),
+            p50_ms: ms(percentile(&t.lat_ns, 50.0)),
+            p99_ms: ms(percentile(&t.lat_ns, 99.0)),
+            max_ms: ms(t.lat_ns.last().copied().unwrap_or(0)),
+            server_cpu_ns: cpu,
+            server_ticks_ns: ticks,
+            gen_cpu_ns: gen_cpu,
+            wall_ns: wall.as_nanos() as u64,
+        })
+    }
+
+    fn send_fanout(&mut self, from: usize, recipients: u32, phase: u32) {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        self.track.inflight.insert(seq, recipients);
+        self.track.outstanding[from] += 1;
+        let ts = self.now_ns();
+        self.send_msg(from, Dest::All, b'T', ts, seq, phase);
+    }
+
+    /// Starts a ping-pong phase between clients `a` and `b`.
+    pub fn ping_start(&mut self) -> u32 {
+        self.new_phase()
+    }
+
+    /// Sends the next ping from `a` to `b` when none is waiting; a ping
+    /// unanswered for a second counts as a 1 s round trip.
+    pub fn ping_step(&mut self, a: usize, b: usize) {
+        let now = Instant::now();
+        if let Some(at) = self.track.ping_waiting {
+            if now.duration_since(at) < Duration::from_secs(1) {
+                return;
+            }
+            self.track.rtt_ns.push(1_000_000_000);
+            self.track.ping_timeouts += 1;
+        }
+        self.track.ping_waiting = Some(now);
+        self.next_seq += 1;
+        let (seq, phase, ts) = (self.next_seq, self.track.phase, self.now_ns());
+        self.send_msg(a, Dest::To(b), b'P', ts, seq, phase);
+    }
+
+    /// The round trips measured since `ping_start`, sorted, in ns.
+    pub fn ping_rtts(&mut self) -> Vec<u64> {
+        let mut v = std::mem::take(&mut self.track.rtt_ns);
+        v.sort_unstable();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_is_found_behind_any_prefix() {
+        let p = parse_payload(b"[u3] ^T123^45^3^7^xxxx").unwrap();
+        assert_eq!(p, (b'T', 123, 45, 3, 7));
+        let p = parse_payload(b":u3!~u3@127.0.0.1 PRIVMSG #bench :^P9^1^0^2^x").unwrap();
+        assert_eq!(p, (b'P', 9, 1, 0, 2));
+        assert!(parse_payload(b"Login sukses").is_none());
+        assert!(parse_payload(b"^T^1").is_none());
+    }
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), 50);
+        assert_eq!(percentile(&v, 99.0), 99);
+        assert_eq!(percentile(&v, 100.0), 100);
+        assert_eq!(percentile(&[], 99.0), 0);
+    }
+}

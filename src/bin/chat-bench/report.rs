@@ -1,0 +1,334 @@
+//! Medians over the repetitions, ratios ours/ngircd and ours/floor, the
+//! targets of issue 6, a Markdown table and an SVG chart.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde_json::{Value, json};
+
+pub const SERVERS: [&str; 3] = ["floor", "ours", "ngircd"];
+
+/// The figures shown per scenario, in order, with their unit.
+fn metrics(scenario: &str) -> &'static [(&'static str, &'static str)] {
+    match scenario {
+        "fanout" => &[
+            ("deliveries_per_s", "deliveries/s"),
+            ("p50_ms", "p50 latency, ms"),
+            ("p99_ms", "p99 latency, ms"),
+            ("max_ms", "max latency, ms"),
+            ("lost", "lost messages"),
+            ("cpu_ms_per_1000", "server CPU ms / 1000 deliveries"),
+            ("gen_cpu_util", "generator CPU share"),
+        ],
+        "connections" => &[
+            ("rss_per_conn_bytes", "server RSS / connection, bytes"),
+            ("broadcast_ms", "one broadcast reaches all, ms"),
+            ("setup_s", "connect + log in all, s"),
+        ],
+        "storm" => &[
+            ("rtt_p99_before_ms", "chat RTT p99 before, ms"),
+            ("rtt_p99_during_ms", "chat RTT p99 during, ms"),
+            ("rtt_max_during_ms", "chat RTT max during, ms"),
+            ("logins_per_s", "logins/s"),
+        ],
+        _ => &[],
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// One row of the summary: a scenario, a case, a metric, the medians.
+pub struct Row {
+    pub scenario: String,
+    pub case: String,
+    pub metric: &'static str,
+    pub label: &'static str,
+    pub values: BTreeMap<&'static str, f64>,
+    pub reps: usize,
+}
+
+impl Row {
+    fn ratio(&self, a: &str, b: &str) -> Option<f64> {
+        let (x, y) = (self.values.get(a)?, self.values.get(b)?);
+        (*y != 0.0).then(|| x / y)
+    }
+}
+
+pub fn summarize(records: &[Value]) -> Vec<Row> {
+    // Cases in the order they first appear.
+    let mut cases: Vec<(String, String)> = Vec::new();
+    for r in records {
+        let key = (
+            r["scenario"].as_str().unwrap_or_default().to_string(),
+            r["case"].as_str().unwrap_or_default().to_string(),
+        );
+        if !cases.contains(&key) {
+            cases.push(key);
+        }
+    }
+    let mut rows = Vec::new();
+    for (scenario, case) in cases {
+        for &(metric, label) in metrics(&scenario) {
+            let mut values = BTreeMap::new();
+            let mut reps = 0;
+            for server in SERVERS {
+                let samples: Vec<f64> = records
+                    .iter()
+                    .filter(|r| {
+                        r["scenario"] == scenario.as_str()
+                            && r["case"] == case.as_str()
+                            && r["server"] == server
+                    })
+                    .filter_map(|r| r[metric].as_f64())
+                    .collect();
+                reps = reps.max(samples.len());
+                if let Some(m) = median(samples) {
+                    values.insert(server, m);
+                }
+            }
+            rows.push(Row {
+                scenario: scenario.clone(),
+                case: case.clone(),
+                metric,
+                label,
+                values,
+                reps,
+            });
+        }
+    }
+    rows
+}
+
+fn fmt(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) if v.abs() >= 1000.0 => format!("{v:.0}"),
+        Some(v) if v.abs() >= 10.0 => format!("{v:.1}"),
+        Some(v) if v.abs() >= 0.1 => format!("{v:.3}"),
+        Some(v) => format!("{v:.4}"),
+    }
+}
+
+fn find<'a>(rows: &'a [Row], scenario: &str, case: &str, metric: &str) -> Option<&'a Row> {
+    rows.iter()
+        .find(|r| r.scenario == scenario && r.case == case && r.metric == metric)
+}
+
+/// The targets of issue 6: (text, measured, met).
+pub fn targets(rows: &[Row], plan_clients: &[usize], conns: usize, storm: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut add = |text: String, measured: String, met: Option<bool>| {
+        out.push(json!({"target": text, "measured": measured, "met": met}));
+    };
+    for &c in plan_clients {
+        let row = find(rows, "fanout", &format!("C={c} max"), "cpu_ms_per_1000");
+        let r = row.and_then(|r| r.ratio("ours", "ngircd"));
+        add(
+            format!("CPU per delivery at max rate, C={c}: ours <= 1/4 of ngircd"),
+            r.map_or("-".into(), |r| format!("ours/ngircd = {r:.3}")),
+            r.map(|r| r <= 0.25),
+        );
+    }
+    let row = find(rows, "fanout", "C=1000 100k/s", "p99_ms");
+    let (rn, rf) = (
+        row.and_then(|r| r.ratio("ours", "ngircd")),
+        row.and_then(|r| r.ratio("ours", "floor")),
+    );
+    add(
+        "p99 at C=1000, 100k deliveries/s: below ngircd's, within 1.25x of the floor".into(),
+        format!("ours/ngircd = {}, ours/floor = {}", fmt(rn), fmt(rf)),
+        rn.zip(rf).map(|(n, f)| n < 1.0 && f <= 1.25),
+    );
+    let case = format!("N={conns}");
+    let row = find(rows, "connections", &case, "rss_per_conn_bytes");
+    let v = row.and_then(|r| r.values.get("ours").copied());
+    add(
+        format!("RSS per logged-in connection at {conns} connections < 1 KiB"),
+        v.map_or("-".into(), |v| format!("{v:.0} bytes")),
+        v.map(|v| v < 1024.0),
+    );
+    let row = find(rows, "connections", &case, "broadcast_ms");
+    let r = row.and_then(|r| r.ratio("ours", "floor"));
+    add(
+        format!("one broadcast reaches all {conns} within 1.25x of the floor"),
+        r.map_or("-".into(), |r| format!("ours/floor = {r:.3}")),
+        r.map(|r| r <= 1.25),
+    );
+    let row = find(rows, "storm", &format!("S={storm}"), "rtt_p99_during_ms");
+    let v = row.and_then(|r| r.values.get("ours").copied());
+    add(
+        "chat round-trip p99 during the login storm < 10 ms".into(),
+        v.map_or("-".into(), |v| format!("{v:.3} ms")),
+        v.map(|v| v < 10.0),
+    );
+    out
+}
+
+pub fn markdown(rows: &[Row], targets: &[Value], header: &str) -> String {
+    let mut s = String::new();
+    s.push_str(header);
+    s.push_str(
+        "\n\n| scenario | case | figure | floor | ours | ngircd | ours/ngircd | ours/floor |\n",
+    );
+    s.push_str("|---|---|---|---:|---:|---:|---:|---:|\n");
+    for r in rows {
+        let get = |k: &str| r.values.get(k).copied();
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.scenario,
+            r.case,
+            r.label,
+            fmt(get("floor")),
+            fmt(get("ours")),
+            fmt(get("ngircd")),
+            fmt(r.ratio("ours", "ngircd")),
+            fmt(r.ratio("ours", "floor")),
+        ));
+    }
+    s.push_str("\n| target | measured | met |\n|---|---|---|\n");
+    for t in targets {
+        let met = match t["met"].as_bool() {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "not measured",
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} |\n",
+            t["target"].as_str().unwrap_or_default(),
+            t["measured"].as_str().unwrap_or_default(),
+            met
+        ));
+    }
+    s
+}
+
+const COLORS: [RGBColor; 3] = [
+    RGBColor(120, 120, 120),
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+];
+
+/// One panel of grouped bars: for each case, one bar per server.
+fn panel(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    title: &str,
+    bars: &[(String, BTreeMap<&'static str, f64>)],
+) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let ymax = bars
+        .iter()
+        .flat_map(|(_, v)| v.values().copied())
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 1.2;
+    let n = bars.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0f64..n, 0f64..ymax)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .disable_x_axis()
+        .x_labels(0)
+        .y_labels(6)
+        .draw()
+        .map_err(|e| err(&e))?;
+    let width = 0.8 / SERVERS.len() as f64;
+    for (i, (case, values)) in bars.iter().enumerate() {
+        for (j, server) in SERVERS.iter().enumerate() {
+            let Some(&v) = values.get(server) else {
+                continue;
+            };
+            let x0 = i as f64 + 0.1 + j as f64 * width;
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x0, 0.0), (x0 + width * 0.9, v)],
+                    COLORS[j].filled(),
+                )))
+                .map_err(|e| err(&e))?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    fmt(Some(v)),
+                    (x0, v + ymax * 0.02),
+                    ("sans-serif", 10),
+                )))
+                .map_err(|e| err(&e))?;
+        }
+        // Backend coordinates are the whole picture's; the area's are its own.
+        let (px, py) = chart.backend_coord(&(i as f64 + 0.3, 0.0));
+        let (bx, by) = area.get_base_pixel();
+        area.draw(&Text::new(
+            case.clone(),
+            (px - bx, py - by + 8),
+            ("sans-serif", 13),
+        ))
+        .map_err(|e| err(&e))?;
+    }
+    Ok(())
+}
+
+pub fn chart(rows: &[Row], path: &Path, title: &str) -> Result<(), String> {
+    let pick = |scenario: &str, metric: &str, case_filter: &dyn Fn(&str) -> bool| {
+        rows.iter()
+            .filter(|r| r.scenario == scenario && r.metric == metric && case_filter(&r.case))
+            .map(|r| (r.case.clone(), r.values.clone()))
+            .collect::<Vec<_>>()
+    };
+    let cpu = pick("fanout", "cpu_ms_per_1000", &|c| c.ends_with("max"));
+    let p99 = pick("fanout", "p99_ms", &|c| !c.ends_with("max"));
+    let bcast = pick("connections", "broadcast_ms", &|_| true);
+    let storm = pick("storm", "rtt_p99_during_ms", &|_| true);
+    let root = SVGBackend::new(path, (1200, 760)).into_drawing_area();
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let root = root
+        .titled(title, ("sans-serif", 18))
+        .map_err(|e| err(&e))?;
+    let (body, legend) = root.split_vertically(700);
+    let areas = body.split_evenly((2, 2));
+    panel(
+        &areas[0],
+        "fan-out: server CPU ms per 1000 deliveries, max rate",
+        &cpu,
+    )?;
+    panel(&areas[1], "fan-out: p99 latency (ms) at fixed rates", &p99)?;
+    panel(
+        &areas[2],
+        "connections: one broadcast reaches all (ms)",
+        &bcast,
+    )?;
+    panel(
+        &areas[3],
+        "login storm: chat round-trip p99 during (ms)",
+        &storm,
+    )?;
+    for (j, server) in SERVERS.iter().enumerate() {
+        let x = 400 + j as i32 * 150;
+        legend
+            .draw(&Rectangle::new([(x, 12), (x + 18, 28)], COLORS[j].filled()))
+            .map_err(|e| err(&e))?;
+        legend
+            .draw(&Text::new(*server, (x + 24, 12), ("sans-serif", 15)))
+            .map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}

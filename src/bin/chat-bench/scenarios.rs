@@ -1,0 +1,265 @@
+//! The three scenarios, each against one freshly started server; each returns
+//! one JSON record per case.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::load::{Dest, Gen, Offer, percentile};
+use crate::servers::{Kind, Launch, Start};
+
+/// Low argon2 cost for the fan-out and connection scenarios' logins.
+pub const LOW_HASH: &str = "m=256,t=1,p=1";
+pub const SENDERS: usize = 10;
+
+/// The sizes and durations of a run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub clients: Vec<usize>,
+    pub rates: Vec<f64>,
+    pub window: u32,
+    pub phase: Duration,
+    pub drain: Duration,
+    pub connections: usize,
+    pub broadcasts: usize,
+    pub storm: usize,
+    pub storm_limit: Duration,
+    pub ping_before: Duration,
+}
+
+fn fmt_rate(r: f64) -> String {
+    format!("{}k/s", (r / 1000.0).round())
+}
+
+/// Fan-out: C clients, 10 senders, fixed rates then a closed-loop maximum.
+pub fn fanout(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, String> {
+    let mut out = Vec::new();
+    for &c in &plan.clients {
+        let server = launch.start(
+            kind,
+            &Start {
+                hash_params: Some(LOW_HASH),
+                max_clients: c + 100,
+            },
+        )?;
+        let mut holder: Option<Gen> = None;
+        let result = (|| -> Result<(), String> {
+            let g = holder.insert(Gen::new(kind.proto(), server.addr)?);
+            let setup = g.open_all("u", c, SENDERS, true, Duration::from_secs(120))?;
+            // A barrier: everyone is in before the load starts.
+            g.broadcast_time(0, Dest::All, c - 1, Duration::from_secs(30))?;
+            g.idle(Duration::from_millis(200))?;
+            let mut offers: Vec<(String, Offer)> = plan
+                .rates
+                .iter()
+                .map(|&r| (fmt_rate(r), Offer::Rate(r)))
+                .collect();
+            offers.push(("max".into(), Offer::Closed(plan.window)));
+            for (label, offer) in offers {
+                let r = g.fanout(
+                    SENDERS,
+                    (c - 1) as u32,
+                    offer,
+                    plan.phase,
+                    plan.drain,
+                    server.pid,
+                )?;
+                let per_1000 = |ns: u64| {
+                    if r.received == 0 {
+                        f64::NAN
+                    } else {
+                        ns as f64 / 1e6 / r.received as f64 * 1000.0
+                    }
+                };
+                out.push(json!({
+                    "scenario": "fanout",
+                    "case": format!("C={c} {label}"),
+                    "server": kind.name(),
+                    "clients": c,
+                    "offer": label,
+                    "sent": r.sent,
+                    "received": r.received,
+                    "lost": r.lost,
+                    "deliveries_per_s": r.deliveries_per_s,
+                    "p50_ms": r.p50_ms,
+                    "p99_ms": r.p99_ms,
+                    "max_ms": r.max_ms,
+                    "cpu_ms_per_1000": per_1000(r.server_cpu_ns),
+                    "cpu_ms_per_1000_ticks": per_1000(r.server_ticks_ns),
+                    "server_cpu_util": r.server_cpu_ns as f64 / r.wall_ns as f64,
+                    "gen_cpu_util": r.gen_cpu_ns as f64 / r.wall_ns as f64,
+                    "setup_s": setup.as_secs_f64(),
+                }));
+                eprintln!(
+                    "  fanout {:<6} C={c:<5} {:<7} {:>9.0} deliv/s  p50 {:>7.3} p99 {:>7.3} max {:>8.3} ms  lost {:>6}  cpu/1000 {:.4} ms  (server {:.0}%, gen {:.0}%)",
+                    kind.name(),
+                    label,
+                    r.deliveries_per_s,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.max_ms,
+                    r.lost,
+                    per_1000(r.server_cpu_ns),
+                    100.0 * r.server_cpu_ns as f64 / r.wall_ns as f64,
+                    100.0 * r.gen_cpu_ns as f64 / r.wall_ns as f64,
+                );
+            }
+            // Stop the server before the clients close, so that no one is
+            // told about 1000 others leaving.
+            Ok(())
+        })();
+        let result = result.map_err(|e| format!("{e}; server log: {}", server.log_tail()));
+        server.stop();
+        drop(holder);
+        result?;
+    }
+    Ok(out)
+}
+
+/// Connections: N logged-in clients; RSS per connection; one broadcast to all.
+pub fn connections(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, String> {
+    let n = plan.connections;
+    let mut server = launch.start(
+        kind,
+        &Start {
+            hash_params: Some(LOW_HASH),
+            max_clients: n + 100,
+        },
+    )?;
+    let mut holder: Option<Gen> = None;
+    let result = (|| -> Result<Value, String> {
+        std::thread::sleep(Duration::from_millis(200));
+        let rss0 = crate::sys::process_rss(server.pid);
+        let g = holder.insert(Gen::new(kind.proto(), server.addr)?);
+        // IRC: no channel (N joins would send N²/2 JOIN lines); the broadcast
+        // is an operator's PRIVMSG to the server mask.
+        let setup = g.open_all("u", n, 1, false, Duration::from_secs(300))?;
+        let dest = if kind == Kind::Ngircd {
+            Dest::Everyone
+        } else {
+            Dest::All
+        };
+        g.broadcast_time(0, dest, n - 1, Duration::from_secs(30))?;
+        g.idle(Duration::from_millis(500))?;
+        let rss1 = crate::sys::process_rss(server.pid);
+        let mut times = Vec::new();
+        for _ in 0..plan.broadcasts {
+            let t = g.broadcast_time(0, dest, n - 1, Duration::from_secs(30))?;
+            times.push(t.as_nanos() as u64);
+            g.idle(Duration::from_millis(100))?;
+        }
+        times.sort_unstable();
+        let per_conn = rss1.saturating_sub(rss0) as f64 / n as f64;
+        let bcast = percentile(&times, 50.0) as f64 / 1e6;
+        eprintln!(
+            "  connections {:<6} N={n}: RSS {:.1} -> {:.1} MiB, {per_conn:.0} B/conn; broadcast to all {bcast:.2} ms (median of {}); setup {:.1} s",
+            kind.name(),
+            rss0 as f64 / 1048576.0,
+            rss1 as f64 / 1048576.0,
+            times.len(),
+            setup.as_secs_f64()
+        );
+        Ok(json!({
+            "scenario": "connections",
+            "case": format!("N={n}"),
+            "server": kind.name(),
+            "clients": n,
+            "hash_params": if kind == Kind::Ours { LOW_HASH } else { "" },
+            "rss_start_bytes": rss0,
+            "rss_bytes": rss1,
+            "rss_per_conn_bytes": per_conn,
+            "broadcast_ms": bcast,
+            "broadcast_max_ms": times.last().copied().unwrap_or(0) as f64 / 1e6,
+            "setup_s": setup.as_secs_f64(),
+        }))
+    })();
+    let alive = server.alive();
+    let result = result.map_err(|e| format!("{e}; server log: {}", server.log_tail()));
+    server.stop();
+    drop(holder);
+    let v = result?;
+    if !alive {
+        return Err(format!("{} died during the run", kind.name()));
+    }
+    Ok(vec![v])
+}
+
+/// Login storm: S connections register and log in (default hash cost) while
+/// two logged-in users ping-pong private messages.
+pub fn storm(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, String> {
+    let s = plan.storm;
+    let server = launch.start(
+        kind,
+        &Start {
+            hash_params: None,
+            max_clients: s + 100,
+        },
+    )?;
+    let mut holder: Option<Gen> = None;
+    let result = (|| -> Result<Value, String> {
+        let g = holder.insert(Gen::new(kind.proto(), server.addr)?);
+        g.open_all("p", 2, 0, false, Duration::from_secs(30))?;
+        let ping = |g: &mut Gen, until: &mut dyn FnMut(&mut Gen) -> Result<bool, String>| {
+            g.ping_start();
+            loop {
+                if until(g)? {
+                    break;
+                }
+                g.ping_step(0, 1);
+                g.pump(Some(Duration::from_millis(1)))?;
+            }
+            Ok::<Vec<u64>, String>(g.ping_rtts())
+        };
+        let before_end = Instant::now() + plan.ping_before;
+        let before = ping(g, &mut |_| Ok(Instant::now() >= before_end))?;
+        let mut op = g.opener("s", s, 0, false);
+        // A storm: every connection at once (ngircd: 8 at a time, its
+        // listen backlog is 10).
+        if g.proto() != crate::load::Proto::Irc {
+            op.window = s;
+        }
+        let limit = plan.storm_limit;
+        let mut timed_out = false;
+        let during = ping(g, &mut |g| {
+            if op.started.elapsed() > limit {
+                timed_out = true;
+                return Ok(true);
+            }
+            g.open_step(&mut op)
+        })?;
+        let storm_time = op.started.elapsed();
+        let done = if timed_out { g.len() - 2 } else { s };
+        let p = |v: &[u64], q| percentile(v, q) as f64 / 1e6;
+        let logins_per_s = s as f64 / storm_time.as_secs_f64();
+        eprintln!(
+            "  storm {:<6} S={s}: chat RTT p99 before {:.3} ms, during {:.3} ms (p50 {:.3}, max {:.3}, {} samples); {logins_per_s:.0} logins/s{}",
+            kind.name(),
+            p(&before, 99.0),
+            p(&during, 99.0),
+            p(&during, 50.0),
+            p(&during, 100.0),
+            during.len(),
+            if timed_out { " (TIMED OUT)" } else { "" },
+        );
+        Ok(json!({
+            "scenario": "storm",
+            "case": format!("S={s}"),
+            "server": kind.name(),
+            "storm": s,
+            "completed": !timed_out,
+            "opened": done,
+            "rtt_p50_before_ms": p(&before, 50.0),
+            "rtt_p99_before_ms": p(&before, 99.0),
+            "rtt_p50_during_ms": p(&during, 50.0),
+            "rtt_p99_during_ms": p(&during, 99.0),
+            "rtt_max_during_ms": p(&during, 100.0),
+            "rtt_samples_during": during.len(),
+            "logins_per_s": logins_per_s,
+            "storm_s": storm_time.as_secs_f64(),
+        }))
+    })();
+    let result = result.map_err(|e| format!("{e}; server log: {}", server.log_tail()));
+    server.stop();
+    drop(holder);
+    Ok(vec![result?])
+}
