@@ -335,6 +335,7 @@ impl AuthWorker {
             thread::Builder::new()
                 .name(format!("auth-{index}"))
                 .spawn(move || {
+                    lower_thread_priority();
                     loop {
                         let job = match job_rx.lock() {
                             Ok(rx) => match rx.recv() {
@@ -365,6 +366,24 @@ impl AuthWorker {
     /// A finished job, if one is waiting.
     pub fn try_result(&self) -> Option<AuthDone> {
         self.results.try_recv().ok()
+    }
+}
+
+/// Puts the calling worker thread at the lowest priority (nice 19), so that
+/// when hashing and the event loop share a core the loop gets it back at once
+/// instead of after the hash's time slice: chat stays fast during a login storm.
+fn lower_thread_priority() {
+    // SAFETY: gettid and setpriority have no memory effects; on Linux a thread
+    // id given to PRIO_PROCESS changes only that thread.
+    let failed = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19) != 0
+    };
+    if failed {
+        warn!(
+            "cannot lower the priority of an auth worker: {}",
+            io::Error::last_os_error()
+        );
     }
 }
 

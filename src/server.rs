@@ -56,9 +56,11 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_millis(500);
 /// Listen backlog: room for bursts of connections (mio's own is smaller).
 const BACKLOG: libc::c_int = 4096;
 
-/// An output buffer with more spare capacity than this is released once it is
-/// flushed, so idle connections stay small.
-const KEEP_OUTPUT_CAPACITY: usize = 16 * 1024;
+/// How often output buffers of connections that received nothing since the
+/// last sweep are released. A busy connection keeps its buffer (regrowing it
+/// every turn would cost a realloc and page faults per turn); an idle one
+/// goes back to holding no buffer at all.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
@@ -94,6 +96,8 @@ struct Connection {
     doomed: bool,
     /// Used up its read budget with input left: on the list to read again.
     unread: bool,
+    /// Received output since the last idle sweep.
+    out_used: bool,
 }
 
 impl Connection {
@@ -144,6 +148,7 @@ impl Outbox for Io {
             return;
         }
         conn.out.extend_from_slice(bytes);
+        conn.out_used = true;
         if !conn.dirty {
             conn.dirty = true;
             self.dirty.push(id);
@@ -182,6 +187,8 @@ pub struct Server {
     next_serial: u64,
     /// Set while accepting is paused for lack of file descriptors.
     accept_paused_until: Option<Instant>,
+    /// When idle connections' output buffers are next released.
+    next_sweep: Instant,
     /// Accepting failed for lack of descriptors and has not succeeded since:
     /// the warning is logged once per episode, not once per retry.
     out_of_descriptors: bool,
@@ -251,6 +258,7 @@ impl Server {
             next_serial: 0,
             accept_paused_until: None,
             out_of_descriptors: false,
+            next_sweep: Instant::now() + SWEEP_EVERY,
             scratch: Box::new([0; READ_CHUNK]),
         })
     }
@@ -312,6 +320,7 @@ impl Server {
             self.chat.next_deadline(),
             self.io.lingering.front().map(|&(at, _, _)| at),
             self.accept_paused_until,
+            Some(self.next_sweep),
         ]
         .into_iter()
         .flatten()
@@ -391,6 +400,7 @@ impl Server {
                 closing: false,
                 doomed: false,
                 unread: false,
+                out_used: false,
             });
             self.chat.connect(id, now);
             debug!("{peer}: connected as conn {id}");
@@ -537,9 +547,6 @@ impl Server {
         }
         conn.out.clear();
         conn.out_start = 0;
-        if conn.out.capacity() > KEEP_OUTPUT_CAPACITY {
-            conn.out = Vec::new();
-        }
         if conn.writable_interest {
             conn.writable_interest = false;
             reregister(self.poll.registry(), conn, id);
@@ -592,6 +599,16 @@ impl Server {
             self.io.lingering.pop_front();
             if self.io.conns.get(id).is_some_and(|c| c.serial == serial) {
                 self.drop_conn(id);
+            }
+        }
+        if self.next_sweep <= now {
+            self.next_sweep = now + SWEEP_EVERY;
+            for (_, conn) in self.io.conns.iter_mut() {
+                if !conn.out_used && conn.pending_output() == 0 && conn.out.capacity() > 0 {
+                    conn.out = Vec::new();
+                    conn.out_start = 0;
+                }
+                conn.out_used = false;
             }
         }
         if self.accept_paused_until.is_some_and(|at| at <= now) {
