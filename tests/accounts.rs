@@ -842,3 +842,39 @@ fn lines_behind_a_pending_hash_are_answered_in_order() {
         client.expect_silence(Duration::from_millis(200));
     }
 }
+
+/// A login for a name that does not exist costs about as much as a wrong
+/// password (SPEC: timing must not tell which names exist). A server that
+/// answered unknown names without hashing would be a hundred times faster.
+#[test]
+fn an_unknown_name_takes_as_long_as_a_wrong_password() {
+    let _turn = heavy();
+    let dir = TempDir::new("timing");
+    // A deliberately slow hash (t=8) makes the difference unmistakable.
+    let server = start_hashing(&dir.file(), "m=19456,t=8,p=1", &[]);
+    let mut c = server.connect();
+    c.send("regist known pw");
+    c.expect(REGIST_OK);
+    // Four failed logins per connection: the fifth would close it.
+    let time_login = |line: &str| {
+        let mut c = server.connect();
+        let mut samples: Vec<Duration> = (0..4)
+            .map(|_| {
+                let start = Instant::now();
+                c.send(line);
+                c.expect(LOGIN_FAIL);
+                start.elapsed()
+            })
+            .collect();
+        samples.sort();
+        (samples[1] + samples[2]) / 2
+    };
+    let wrong_password = time_login("login known wrong");
+    let unknown_name = time_login("login nobody-here wrong");
+    eprintln!("login fail: wrong password {wrong_password:?}, unknown name {unknown_name:?}");
+    let ratio = unknown_name.as_secs_f64() / wrong_password.as_secs_f64();
+    assert!(
+        (0.33..3.0).contains(&ratio),
+        "unknown name {unknown_name:?} vs wrong password {wrong_password:?}"
+    );
+}
