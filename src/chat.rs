@@ -461,7 +461,7 @@ impl Chat {
                     return;
                 };
                 if !(matched && known) {
-                    self.login_failed(conn, &username, out);
+                    self.login_failed(conn, known.then_some(username.as_str()), out);
                 } else if self.online.contains_key(username.as_str()) {
                     out.send(conn, Reply::AlreadyOther.line(lang).as_bytes());
                 } else if let Some(session) = self.session_mut(conn) {
@@ -476,13 +476,19 @@ impl Chat {
         }
     }
 
-    fn login_failed(&mut self, conn: ConnId, username: &str, out: &mut impl Outbox) {
+    /// A wrong password, or a name nobody has. `username` is `None` for the
+    /// latter: it is not logged, because a name that matches no account is
+    /// often a password typed at the wrong prompt.
+    fn login_failed(&mut self, conn: ConnId, username: Option<&str>, out: &mut impl Outbox) {
         let lang = self.config.lang;
         let Some(session) = self.session_mut(conn) else {
             return;
         };
         session.failed_logins += 1;
-        info!("conn {conn}: failed login as {username:?}");
+        match username {
+            Some(name) => info!("conn {conn}: failed login as {name}"),
+            None => info!("conn {conn}: failed login for an unknown name"),
+        }
         out.send(conn, Reply::LoginFail.line(lang).as_bytes());
         if session.failed_logins >= MAX_FAILED_LOGINS {
             out.send(conn, Reply::TooManyFails.line(lang).as_bytes());

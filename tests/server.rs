@@ -227,6 +227,13 @@ fn passwords_never_reach_the_log() {
     a.expect("Anda berhasil terdaftar");
     a.send("login logcheck Wr0ngPassw0rd");
     a.expect("Username atau Password anda Salah");
+    // A password typed at the Username prompt names no account: not logged.
+    a.send("login");
+    a.expect_raw("Username : ");
+    a.send("Sekr1tPassw0rd");
+    a.expect_raw("Password : ");
+    a.send("logcheck");
+    a.expect("Username atau Password anda Salah");
     a.send("login");
     a.expect_raw("Username : ");
     a.send("logcheck");
