@@ -5,7 +5,7 @@ PORT ?= 10000
 # Extra flags for the programs, e.g. make run-server ARGS='--lang en'
 ARGS ?=
 
-.PHONY: all build run-server run-client test test-cargo test-nc nc lint fmt clean bench bench-quick soak
+.PHONY: all build run-server run-client test test-cargo test-nc nc lint fmt clean bench bench-quick soak bench-callgrind
 
 all: build
 
@@ -59,3 +59,10 @@ bench:
 bench-quick:
 	$(CARGO) build --release --bins
 	bash bench/run.sh --quick $(ARGS)
+
+## bench-callgrind: instructions per delivery (callgrind), ours and the floor,
+## fixed workload (C=100, 10 senders, 10000 messages); table in
+## bench/results/callgrind.md, top functions in bench/results/callgrind/
+bench-callgrind:
+	$(CARGO) build --release --bins
+	bash bench/callgrind.sh

@@ -112,6 +112,20 @@ pub struct PhaseResult {
     pub wall_ns: u64,
 }
 
+/// What a fixed fan-out workload (`Gen::fanout_count`) delivered.
+#[derive(Debug, Clone)]
+pub struct CountResult {
+    pub sent: u64,
+    /// Copies the clients received: the deliveries.
+    pub received: u64,
+    pub expected: u64,
+    /// Copies still missing when the time limit passed.
+    pub lost: u64,
+    /// Lines of an earlier phase.
+    pub stray: u64,
+    pub wall: Duration,
+}
+
 /// How a fan-out phase offers load.
 #[derive(Clone, Copy, Debug)]
 pub enum Offer {
@@ -785,6 +799,54 @@ impl Gen {
             server_ticks_ns: ticks,
             gen_cpu_ns: gen_cpu,
             wall_ns: wall.as_nanos() as u64,
+        })
+    }
+
+    /// A fixed workload: senders `0..senders` send `total` messages in all,
+    /// in turn, each keeping at most `window` not yet delivered to all
+    /// `recipients` others (a closed loop: the server stays busy and nothing
+    /// is dropped for being behind); then waits until every copy arrived or
+    /// `limit` passed. For instruction counts (`chat-bench drive`).
+    pub fn fanout_count(
+        &mut self,
+        senders: usize,
+        recipients: u32,
+        total: u64,
+        window: u32,
+        limit: Duration,
+    ) -> Result<CountResult, String> {
+        let phase = self.new_phase();
+        self.track.outstanding = vec![0; senders];
+        let start = Instant::now();
+        let mut sent: u64 = 0;
+        loop {
+            let mut progress = true;
+            while sent < total && progress {
+                progress = false;
+                for from in 0..senders {
+                    if sent < total && self.track.outstanding[from] < window {
+                        self.send_fanout(from, recipients, phase);
+                        sent += 1;
+                        progress = true;
+                    }
+                }
+            }
+            if sent >= total && self.track.inflight.is_empty() {
+                break;
+            }
+            if start.elapsed() > limit {
+                break;
+            }
+            self.pump(Some(Duration::from_millis(10)))?;
+        }
+        let t = &self.track;
+        Ok(CountResult {
+            sent,
+            received: t.received,
+            expected: sent * u64::from(recipients),
+            lost: t.inflight.values().map(|&v| u64::from(v)).sum(),
+            stray: t.stray,
+            wall: start.elapsed(),
         })
     }
 

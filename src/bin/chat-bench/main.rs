@@ -5,8 +5,11 @@
 //! `chat-bench run [--quick]` starts each server as a child process pinned to
 //! one core, drives it from this one-threaded mio load generator pinned to the
 //! other, interleaves the servers over several repetitions, and prints medians
-//! and ratios; `chat-bench floor --port P` is the floor server itself.
+//! and ratios; `chat-bench floor --port P` is the floor server itself;
+//! `chat-bench drive` runs a fixed workload against a running server (for
+//! `bench/callgrind.sh`).
 
+mod drive;
 mod floor;
 mod load;
 mod report;
@@ -50,6 +53,8 @@ enum Cmd {
         #[arg(long, default_value_t = 10001)]
         port: u16,
     },
+    /// A fixed fan-out workload against a running server (for callgrind).
+    Drive(drive::DriveArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,6 +108,7 @@ fn main() -> ExitCode {
         Cmd::Floor { port } => floor::run(SocketAddr::from(([127, 0, 0, 1], port))),
         Cmd::Run(args) => run(args),
         Cmd::Chart { jsonl, svg } => redraw(&jsonl, &svg),
+        Cmd::Drive(args) => drive::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -139,3 +139,28 @@ pub fn machine() -> String {
         .unwrap_or_default();
     format!("{cpu}, {cores} cores, {mem_gib:.0} GiB, Linux {kernel}")
 }
+
+/// The TCP port `pid` listens on (IPv4, as in `/proc/PID/net/tcp`), found
+/// through the socket inodes of its descriptors: how `chat-bench drive`
+/// finds a server started with `--port 0` that does not print its port.
+pub fn listening_port(pid: u32) -> Option<u16> {
+    let inodes: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let table = fs::read_to_string(format!("/proc/{pid}/net/tcp")).ok()?;
+    table.lines().skip(1).find_map(|line| {
+        // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (local, state, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
+        if *state != "0A" || !inodes.iter().any(|i| i == inode) {
+            return None;
+        }
+        u16::from_str_radix(local.rsplit(':').next()?, 16).ok()
+    })
+}
