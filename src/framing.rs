@@ -210,6 +210,13 @@ pub fn is_forbidden_control(c: char) -> bool {
 /// needs the untrimmed text to find where a `send-to` message begins. A line
 /// that is already clean (nearly every line) is borrowed, not copied.
 pub fn clean_line(raw: &[u8]) -> Cow<'_, str> {
+    // Fast path for the common line: printable ASCII (and TAB) needs nothing
+    // removed and is valid UTF-8 as it is.
+    if raw.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\t')
+        && let Ok(text) = std::str::from_utf8(raw)
+    {
+        return Cow::Borrowed(text);
+    }
     match strip_telnet(raw) {
         Cow::Borrowed(bytes) => remove_controls(String::from_utf8_lossy(bytes)),
         Cow::Owned(bytes) => {

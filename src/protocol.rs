@@ -225,6 +225,21 @@ pub enum Credentials<'a> {
     Malformed,
 }
 
+/// The longest command word, `list-user`, in bytes.
+const LONGEST_KEYWORD: usize = 9;
+
+/// False when the first word is certainly longer than any command word, so a
+/// chat line is known to be a message without walking its first word char by
+/// char: its first `LONGEST_KEYWORD + 1` bytes hold no whitespace (a non-ASCII
+/// byte might start Unicode whitespace, so it counts as "maybe").
+fn may_start_with_keyword(line: &str) -> bool {
+    let head = &line.as_bytes()[..line.len().min(LONGEST_KEYWORD + 1)];
+    head.len() <= LONGEST_KEYWORD
+        || head
+            .iter()
+            .any(|b| b.is_ascii_whitespace() || !b.is_ascii())
+}
+
 /// Splits off the first whitespace-separated word and returns it with the rest,
 /// the rest with its leading whitespace removed.
 fn first_word(s: &str) -> (&str, &str) {
@@ -239,6 +254,13 @@ impl<'a> Command<'a> {
     /// Parses a cleaned line. Words are case-sensitive, as in the seed.
     pub fn parse(line: &'a str) -> Self {
         let line = line.trim();
+        if !may_start_with_keyword(line) {
+            return if line.is_empty() {
+                Command::Empty
+            } else {
+                Command::Message(line)
+            };
+        }
         let (word, rest) = first_word(line);
         match word {
             "" => Command::Empty,
@@ -323,6 +345,18 @@ mod tests {
         );
         // Case-sensitive, as in the seed.
         assert_eq!(Command::parse("LOGIN a b"), Message("LOGIN a b"));
+        // Around the fast path for long first words.
+        assert_eq!(Command::parse("list-userX a"), Message("list-userX a"));
+        assert_eq!(Command::parse("list-user\ta"), ListUser(false));
+        assert_eq!(
+            Command::parse("abcdefghijklmnop"),
+            Message("abcdefghijklmnop")
+        );
+        assert_eq!(
+            Command::parse("send-to\u{3000}bob hi"),
+            SendTo(Some(("bob", "hi")))
+        );
+        assert_eq!(Command::parse("quit\u{3000}"), Quit);
     }
 
     #[test]

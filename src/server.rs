@@ -125,6 +125,7 @@ struct Io {
 }
 
 impl Outbox for Io {
+    #[inline]
     fn send(&mut self, id: ConnId, bytes: &[u8]) {
         let Some(conn) = self.conns.get_mut(id) else {
             return;
@@ -137,15 +138,15 @@ impl Outbox for Io {
             // behind; one that reads has had no chance yet this turn. A write
             // error shows again, and is handled, when the turn flushes.
             let _ = write_pending(conn);
-        }
-        if conn.pending_output() + bytes.len() > MAX_OUTPUT {
-            warn!(
-                "{}: more than {MAX_OUTPUT} bytes of output pending, disconnecting a reader that stopped reading",
-                conn.peer
-            );
-            conn.doomed = true;
-            self.doomed.push(id);
-            return;
+            if conn.pending_output() + bytes.len() > MAX_OUTPUT {
+                warn!(
+                    "{}: more than {MAX_OUTPUT} bytes of output pending, disconnecting a reader that stopped reading",
+                    conn.peer
+                );
+                conn.doomed = true;
+                self.doomed.push(id);
+                return;
+            }
         }
         conn.out.extend_from_slice(bytes);
         conn.out_used = true;
@@ -172,6 +173,15 @@ impl Outbox for Io {
 
     fn submit(&mut self, job: AuthJob) {
         self.worker.submit(job);
+    }
+
+    fn broadcast(&mut self, to: &[ConnId], except: ConnId, bytes: &[u8]) {
+        // The same loop as the default, but with `send` inlined into it.
+        for &id in to {
+            if id != except {
+                self.send(id, bytes);
+            }
+        }
     }
 }
 
