@@ -249,6 +249,7 @@ fn panel(
         .disable_x_axis()
         .x_labels(0)
         .y_labels(6)
+        .light_line_style(TRANSPARENT)
         .draw()
         .map_err(|e| err(&e))?;
     let width = 0.8 / SERVERS.len() as f64;
