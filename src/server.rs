@@ -53,6 +53,10 @@ const READ_BUDGET: usize = 16 * READ_CHUNK;
 /// How long shutdown may spend flushing output.
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(500);
 
+/// After this many bytes of buffers were freed, the next sweep asks the
+/// allocator to hand free memory back to the OS.
+const TRIM_AFTER: usize = 4 * 1024 * 1024;
+
 /// Listen backlog: room for bursts of connections (mio's own is smaller).
 const BACKLOG: libc::c_int = 4096;
 
@@ -199,6 +203,8 @@ pub struct Server {
     accept_paused_until: Option<Instant>,
     /// When idle connections' output buffers are next released.
     next_sweep: Instant,
+    /// Bytes of buffers freed since memory was last handed back to the OS.
+    freed_since_trim: usize,
     /// Accepting failed for lack of descriptors and has not succeeded since:
     /// the warning is logged once per episode, not once per retry.
     out_of_descriptors: bool,
@@ -269,6 +275,7 @@ impl Server {
             accept_paused_until: None,
             out_of_descriptors: false,
             next_sweep: Instant::now() + SWEEP_EVERY,
+            freed_since_trim: 0,
             scratch: Box::new([0; READ_CHUNK]),
         })
     }
@@ -583,6 +590,7 @@ impl Server {
             debug!("{}: deregister failed: {e}", conn.peer);
         }
         debug!("{}: connection closed", conn.peer);
+        self.freed_since_trim += conn.out.capacity();
         if self.accept_paused_until.is_some() {
             // A descriptor is free again.
             self.accept_paused_until = Some(Instant::now());
@@ -615,10 +623,15 @@ impl Server {
             self.next_sweep = now + SWEEP_EVERY;
             for (_, conn) in self.io.conns.iter_mut() {
                 if !conn.out_used && conn.pending_output() == 0 && conn.out.capacity() > 0 {
+                    self.freed_since_trim += conn.out.capacity();
                     conn.out = Vec::new();
                     conn.out_start = 0;
                 }
                 conn.out_used = false;
+            }
+            if self.freed_since_trim >= TRIM_AFTER {
+                self.freed_since_trim = 0;
+                release_free_memory();
             }
         }
         if self.accept_paused_until.is_some_and(|at| at <= now) {
@@ -693,6 +706,17 @@ fn write_pending(conn: &mut Connection) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Hands the allocator's free memory back to the OS. After a burst (many
+/// readers far behind, up to 1 MiB each) glibc keeps the freed heap, and the
+/// process would stay at its peak size long after the burst is over.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns unused heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn reregister(registry: &Registry, conn: &mut Connection, id: ConnId) {

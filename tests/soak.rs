@@ -214,6 +214,10 @@ fn soak_worker(
     tally
 }
 
+/// Longer than the server's idle sweep (5 s), after which it has released
+/// the buffers of the burst.
+const SETTLE: Duration = Duration::from_secs(6);
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -277,10 +281,11 @@ fn soak() {
     let half = Duration::from_secs(secs / 2);
     let started = Instant::now();
     let first = soak_threads(server.addr, clients, 8, half, 1);
-    std::thread::sleep(Duration::from_secs(1));
+    // The server releases idle buffers and trims its heap every 5 s.
+    std::thread::sleep(SETTLE);
     let rss_after_first = rss_kib(pid);
     let second = soak_threads(server.addr, clients, 8, half, 2);
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(SETTLE);
     let rss_end = rss_kib(pid);
     assert!(
         server.child.try_wait().unwrap().is_none(),
@@ -340,10 +345,12 @@ fn soak() {
         started.elapsed().as_secs_f64(),
         registered.len()
     );
-    // Memory back near where it started: idle connections hold no buffers.
+    // Memory back near where it started: idle connections hold no buffers,
+    // and what stays is the accounts (about 270 bytes each; 512 allowed).
+    let allowed = rss_start + 8 * 1024 + registered.len() as u64 / 2;
     assert!(
-        rss_end < rss_start + 64 * 1024,
-        "server RSS grew from {rss_start} KiB to {rss_end} KiB"
+        rss_end < allowed,
+        "server RSS grew from {rss_start} KiB to {rss_end} KiB (allowed {allowed} KiB)"
     );
     assert!(
         rss_end < rss_after_first + rss_after_first / 4 + 8 * 1024,
