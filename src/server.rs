@@ -201,6 +201,8 @@ pub struct Server {
     next_serial: u64,
     /// Set while accepting is paused for lack of file descriptors.
     accept_paused_until: Option<Instant>,
+    /// Connections are being refused for `--max-clients`: logged once.
+    refusing: bool,
     /// When idle connections' output buffers are next released.
     next_sweep: Instant,
     /// Bytes of buffers freed since memory was last handed back to the OS.
@@ -274,6 +276,7 @@ impl Server {
             next_serial: 0,
             accept_paused_until: None,
             out_of_descriptors: false,
+            refusing: false,
             next_sweep: Instant::now() + SWEEP_EVERY,
             freed_since_trim: 0,
             scratch: Box::new([0; READ_CHUNK]),
@@ -353,6 +356,10 @@ impl Server {
         let Some(listener) = &self.listener else {
             return;
         };
+        // Errors that are about one connection (ECONNABORTED, ...) are
+        // skipped; this many in a row means something else is wrong, and
+        // retrying at once would spin.
+        let mut errors_in_a_row = 0;
         loop {
             let (mut socket, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
@@ -380,16 +387,34 @@ impl Server {
                     return;
                 }
                 Err(e) => {
-                    debug!("accept failed: {e}");
-                    continue;
+                    errors_in_a_row += 1;
+                    if errors_in_a_row < 64 {
+                        debug!("accept failed: {e}");
+                        continue;
+                    }
+                    warn!("accept keeps failing: {e}; pausing accepts for a moment");
+                    self.accept_paused_until = Some(now + ACCEPT_RETRY);
+                    return;
                 }
             };
+            errors_in_a_row = 0;
             if self.io.conns.len() >= self.config.max_clients {
-                debug!("{peer}: refused, server full");
+                // Once per episode at warn, then quietly: a flood of refused
+                // connections must not flood the log too.
+                if self.refusing {
+                    debug!("{peer}: refused, server full");
+                } else {
+                    self.refusing = true;
+                    warn!(
+                        "{peer}: refused, server full ({} connections, --max-clients)",
+                        self.io.conns.len()
+                    );
+                }
                 let _ = socket.write(Reply::ServerFull.line(self.config.chat.lang).as_bytes());
                 let _ = socket.shutdown(Shutdown::Write);
                 continue;
             }
+            self.refusing = false;
             if let Err(e) = socket.set_nodelay(true) {
                 debug!("{peer}: cannot set TCP_NODELAY: {e}");
             }

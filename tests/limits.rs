@@ -125,6 +125,18 @@ fn max_clients_refuses_the_one_over_and_accepts_again_after_a_close() {
     let mut d = server.connect();
     d.expect(SERVER_FULL);
     d.expect_closed();
+    let mut d2 = server.connect();
+    d2.expect(SERVER_FULL);
+    d2.expect_closed();
+    // Logged at warn once per episode, with the peer; the next one quietly.
+    let d_addr = d.stream.local_addr().unwrap();
+    let log = server.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains(&format!("{d_addr}: refused, server full"))),
+        "{log}"
+    );
+    assert_eq!(log.matches("WARN").count(), 1, "{log}");
 
     // The three are untouched by the refusal.
     assert_served(&mut a);
