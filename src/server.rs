@@ -216,6 +216,11 @@ pub struct Server {
 impl Server {
     /// Loads the accounts, binds the listener and starts the auth workers.
     pub fn bind(config: ServerConfig) -> Result<Self, String> {
+        // First, so that a signal during start-up (loading the accounts,
+        // hashing the dummy password) waits for the loop instead of killing
+        // the process with a non-zero status.
+        let mut signals =
+            Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot catch signals: {e}"))?;
         let (store, accounts) = match &config.accounts {
             Some(path) => {
                 let (file, accounts) = AccountFile::open(path).map_err(|e| e.to_string())?;
@@ -253,8 +258,6 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| format!("cannot register the listener: {e}"))?;
-        let mut signals =
-            Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot catch signals: {e}"))?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| format!("cannot register signals: {e}"))?;
