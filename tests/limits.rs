@@ -432,8 +432,8 @@ fn exits_cleanly_on(signal: i32, with_backlog: bool) {
     eprintln!("signal {signal}: exit {status:?} after {took:?}");
     let status = status.expect("server did not exit");
     assert!(status.success(), "exit status {status:?}");
-    // SPEC: within a second; leave headroom for a loaded machine.
-    assert!(took < Duration::from_secs(2), "exit took {took:?}");
+    // Within a second (issue 5): the shutdown flush is bounded at 500 ms.
+    assert!(took < Duration::from_secs(1), "exit took {took:?}");
     // No goodbye chatter on shutdown; the connections just end.
     b.expect_closed();
     a.expect_closed();
