@@ -32,8 +32,8 @@ use rustyline::validate::Validator;
 use rustyline::{Config, Editor, ExternalPrinter, Helper};
 use unicode_width::UnicodeWidthChar;
 
-use crate::framing::clean_line;
-use crate::protocol::{Command, Credentials, Lang, PROMPT_PASSWORD, PROMPT_USERNAME, Reply};
+use crate::wire::framing::clean_line;
+use crate::wire::protocol::{Command, Credentials, Lang, PROMPT_PASSWORD, PROMPT_USERNAME, Reply};
 
 /// What the command line chose; `chat-client`'s `main` only parses arguments.
 #[derive(Debug, Clone)]

@@ -1,15 +1,14 @@
 //! A Rust port of the 2015 ITS chat client-server (see `README.md`).
 //!
 //! The crate is split so that everything but the event loop can be tested
-//! without sockets: [`framing`] turns bytes into lines, [`protocol`] turns lines
-//! into commands and holds the reply catalogue, [`chat`] is the state machine of
-//! who is registered and who is online, [`accounts`] keeps the accounts file and
-//! runs the password hashing off the loop, and [`server`] is the thin mio shell
-//! that connects them to real sockets. [`client`] is the terminal client.
+//! without sockets: [`wire`] turns bytes into lines and commands and holds the
+//! reply catalogue, [`core`] is the state machine of who is registered and who
+//! is online, [`store`] keeps the accounts file and runs the password hashing
+//! off the loop, and [`server`] is the thin mio shell that connects them to real
+//! sockets. [`client`] is the terminal client.
 
-pub mod accounts;
-pub mod chat;
 pub mod client;
-pub mod framing;
-pub mod protocol;
+pub mod core;
 pub mod server;
+pub mod store;
+pub mod wire;

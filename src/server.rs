@@ -26,10 +26,11 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::accounts::{AccountFile, AuthWorker, HashParams};
-use crate::chat::{AuthJob, Chat, ChatConfig, ConnId, Outbox};
-use crate::framing::{Frame, LineBuffer, READ_CHUNK};
-use crate::protocol::Reply;
+use crate::core::auth::AuthJob;
+use crate::core::chat::{Chat, ChatConfig, ConnId, Outbox};
+use crate::store::accounts::{AccountFile, AuthWorker, HashParams};
+use crate::wire::framing::{Frame, LineBuffer, READ_CHUNK};
+use crate::wire::protocol::Reply;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use chat::chat::{AuthDone, AuthJob, AuthOutcome, Chat, ChatConfig, ConnId, Outbox, Ticket};
-use chat::framing::{Frame, LineBuffer, MAX_LINE, clean_line};
-use chat::protocol::Command;
+use chat::core::chat::{AuthDone, AuthJob, AuthOutcome, Chat, ChatConfig, ConnId, Outbox, Ticket};
+use chat::wire::framing::{Frame, LineBuffer, MAX_LINE, clean_line};
+use chat::wire::protocol::Command;
 
 // ---------------------------------------------------------------------------
 // Framing

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use chat::client::{self, Options};
-use chat::protocol::Lang;
+use chat::wire::protocol::Lang;
 use clap::Parser;
 
 /// The command line, `chat-client [--host H] [--port P] [--lang id|en]`, with

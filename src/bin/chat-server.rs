@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use chat::accounts::HashParams;
-use chat::chat::ChatConfig;
-use chat::protocol::Lang;
+use chat::core::chat::ChatConfig;
 use chat::server::{Server, ServerConfig, raise_fd_limit};
+use chat::store::accounts::HashParams;
+use chat::wire::protocol::Lang;
 
 /// The 2015 ITS chat server, in Rust: regist, login, broadcast, send-to,
 /// list-user, over plain lines on TCP (use nc or telnet as a client).

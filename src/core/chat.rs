@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use log::info;
 
-use crate::framing::clean_line;
-use crate::protocol::{
+pub use super::auth::{AuthDone, AuthJob, AuthOutcome, Ticket};
+
+use crate::wire::framing::clean_line;
+use crate::wire::protocol::{
     self, Command, Credentials, Lang, PROMPT_PASSWORD, PROMPT_USERNAME, Reply, valid_password,
     valid_username,
 };
@@ -27,52 +29,6 @@ pub type ConnId = usize;
 
 /// Failed logins one connection may make; the last one closes it.
 pub const MAX_FAILED_LOGINS: u32 = 5;
-
-/// Names a connection across time: the slab key plus a serial number that is
-/// never reused, so a hash result for a connection that has gone is not
-/// delivered to a newcomer on the same key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticket {
-    pub conn: ConnId,
-    pub serial: u64,
-}
-
-/// Slow work the core hands to the accounts worker.
-#[derive(Debug)]
-pub enum AuthJob {
-    /// Hash the password, append the account to the file and fsync it.
-    Register {
-        ticket: Ticket,
-        username: String,
-        password: String,
-    },
-    /// Check a password against a stored hash; `None` means the user does not
-    /// exist and the worker verifies against a dummy hash, so that an unknown
-    /// name costs as much time as a wrong password.
-    Verify {
-        ticket: Ticket,
-        phc: Option<Arc<str>>,
-        password: String,
-    },
-}
-
-/// What came of an [`AuthJob`].
-#[derive(Debug)]
-pub enum AuthOutcome {
-    /// The account is durably stored under this PHC hash string.
-    Registered { username: String, phc: Arc<str> },
-    /// The account could not be written; the name must be freed.
-    StorageFailed { username: String },
-    /// Whether the password matched.
-    Verified(bool),
-}
-
-/// A finished [`AuthJob`], sent back to the loop.
-#[derive(Debug)]
-pub struct AuthDone {
-    pub ticket: Ticket,
-    pub outcome: AuthOutcome,
-}
 
 /// Where the core's decisions go. The shell implements it on its connections;
 /// tests implement it with a recorder.

@@ -33,8 +33,8 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use log::{error, warn};
 
-use crate::chat::{AuthDone, AuthJob, AuthOutcome};
-use crate::protocol::valid_username;
+use crate::core::auth::{AuthDone, AuthJob, AuthOutcome};
+use crate::wire::protocol::valid_username;
 
 /// The first line of every accounts file; the number is the format version.
 pub const HEADER: &str = "chat-accounts v1";
@@ -557,7 +557,7 @@ mod tests {
 
     #[test]
     fn worker_registers_verifies_and_uses_the_dummy_for_unknown_names() {
-        use crate::chat::Ticket;
+        use crate::core::auth::Ticket;
         let path = temp_path("worker");
         let (file, _) = AccountFile::open(&path).unwrap();
         let params: HashParams = "m=64,t=1,p=1".parse().unwrap();

@@ -1,0 +1,6 @@
+//! The chat itself, without I/O: who is registered and online, and what each
+//! line makes the server say ([`chat`]), and the hashing jobs it hands off
+//! ([`auth`]).
+
+pub mod auth;
+pub mod chat;

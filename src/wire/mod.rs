@@ -1,0 +1,6 @@
+//! From bytes to lines and back: [`framing`] cuts a byte stream into lines and
+//! cleans them; [`protocol`] turns lines into commands and holds the reply
+//! catalogue of the line protocol.
+
+pub mod framing;
+pub mod protocol;
