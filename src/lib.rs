@@ -11,4 +11,5 @@ pub mod client;
 pub mod core;
 pub mod server;
 pub mod store;
+pub mod transport;
 pub mod wire;

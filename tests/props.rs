@@ -2,15 +2,20 @@
 //! the chat core, fed arbitrary input. Case counts are modest so the file runs
 //! in a few seconds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use chat::core::chat::{AuthDone, AuthJob, AuthOutcome, Chat, ChatConfig, ConnId, Outbox, Ticket};
+use chat::core::chat::{
+    AuthDone, AuthJob, AuthOutcome, Chat, ChatConfig, ConnId, Event, Flow, Outbox, Ticket,
+};
 use chat::wire::framing::{Frame, LineBuffer, MAX_LINE, clean_line};
+use chat::wire::line;
 use chat::wire::protocol::Command;
+use chat::wire::protocol::Lang;
 
 // ---------------------------------------------------------------------------
 // Framing
@@ -192,9 +197,9 @@ proptest! {
 // ---------------------------------------------------------------------------
 // The chat core
 
-/// What the core did, in order.
+/// What the core did, in order; sends rendered by the line dialect.
 #[derive(Debug)]
-enum Event {
+enum Did {
     Send(ConnId, Vec<u8>),
     Close(ConnId),
     Submit(AuthJob),
@@ -202,32 +207,35 @@ enum Event {
 
 #[derive(Default)]
 struct Recorder {
-    events: Vec<Event>,
+    did: Vec<Did>,
 }
 
 impl Outbox for Recorder {
-    fn send(&mut self, conn: ConnId, bytes: &[u8]) {
-        self.events.push(Event::Send(conn, bytes.to_vec()));
+    fn send(&mut self, conn: ConnId, event: Event<'_>) {
+        let mut bytes = Vec::new();
+        line::render(Lang::Id, &event, &mut bytes);
+        self.did.push(Did::Send(conn, bytes));
     }
     fn close(&mut self, conn: ConnId) {
-        self.events.push(Event::Close(conn));
+        self.did.push(Did::Close(conn));
     }
     fn submit(&mut self, job: AuthJob) {
-        self.events.push(Event::Submit(job));
+        self.did.push(Did::Submit(job));
     }
 }
 
+/// Slab keys the harness uses.
 const CONNS: usize = 4;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Connect(ConnId),
-    Line(ConnId, Vec<u8>),
-    TooLong(ConnId),
+    Connect(usize),
+    Line(usize, Vec<u8>),
+    TooLong(usize),
     /// Finish the pending job at this index (modulo), as a worker would; the
     /// flag makes a registration's disk write fail.
     Finish(usize, bool),
-    Disconnect(ConnId),
+    Disconnect(usize),
     Tick(u64),
 }
 
@@ -271,17 +279,18 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The shell around the core: which connections are open, which jobs are
-/// pending, and a fake hash (`fake$PASSWORD`).
+/// The shell around the core, held to the call protocol: ids minted per slab
+/// key with a fresh generation, lines fed only while the core says
+/// `Flow::Ready`, and `disconnect` exactly once per connection (at once when
+/// the core asks to close).
 struct Harness {
     chat: Chat,
     start: Instant,
     now: Instant,
-    open: HashSet<ConnId>,
-    /// Bumped on every connect, to tell a connection from a later one on the
-    /// same id.
-    generation: HashMap<ConnId, u64>,
-    jobs: Vec<(AuthJob, u64)>,
+    /// The connection open on each key.
+    open: HashMap<usize, ConnId>,
+    next_generation: u32,
+    jobs: Vec<AuthJob>,
 }
 
 impl Harness {
@@ -289,7 +298,6 @@ impl Harness {
         let config = ChatConfig {
             login_timeout: Duration::from_secs(5),
             max_pending_auth: 2,
-            ..ChatConfig::default()
         };
         // Some accounts exist from the start; u3 does not.
         let accounts = [("u0", "fake$p0"), ("u1", "fake$p0"), ("u2", "fake$p1")]
@@ -299,8 +307,8 @@ impl Harness {
             chat: Chat::new(config, accounts),
             start,
             now: start,
-            open: HashSet::new(),
-            generation: HashMap::new(),
+            open: HashMap::new(),
+            next_generation: 0,
             jobs: Vec::new(),
         }
     }
@@ -311,41 +319,45 @@ impl Harness {
         }
     }
 
+    fn is_open(&self, id: ConnId) -> bool {
+        self.open.get(&id.key()) == Some(&id)
+    }
+
     /// Checks what the core did in one call and plays the shell's part: a
-    /// closed connection is dropped (which tells the core again, as
-    /// `drop_conn` does). `source` is the connection whose event this was;
-    /// `stale` a connection that must hear nothing.
+    /// connection the core closes is disconnected at once. `source` is the
+    /// connection whose event this was; `stale` one that must hear nothing.
     fn settle(
         &mut self,
         mut out: Recorder,
         source: Option<ConnId>,
         stale: Option<ConnId>,
     ) -> Result<(), TestCaseError> {
-        let mut closed_now = HashSet::new();
         let mut i = 0;
-        while i < out.events.len() {
-            match std::mem::replace(&mut out.events[i], Event::Close(usize::MAX)) {
-                Event::Send(conn, bytes) => {
-                    prop_assert!(
-                        self.open.contains(&conn) && !closed_now.contains(&conn),
-                        "sent to conn {conn}, which is not open"
-                    );
-                    prop_assert!(Some(conn) != stale, "a stale job spoke to conn {conn}");
+        while i < out.did.len() {
+            let did = std::mem::replace(&mut out.did[i], Did::Submit(placeholder()));
+            match did {
+                Did::Send(conn, bytes) => {
+                    prop_assert!(self.is_open(conn), "sent to {conn:?}, which is not open");
+                    prop_assert!(Some(conn) != stale, "a stale job spoke to {conn:?}");
                     check_output(&bytes)?;
                 }
-                Event::Close(conn) => {
-                    prop_assert!(self.open.contains(&conn), "closed conn {conn} twice");
-                    closed_now.insert(conn);
-                    self.open.remove(&conn);
+                Did::Close(conn) => {
+                    prop_assert!(self.is_open(conn), "closed {conn:?}, which is not open");
+                    self.open.remove(&conn.key());
                     let mut again = Recorder::default();
                     self.chat.disconnect(conn, &mut again);
-                    out.events.append(&mut again.events);
+                    prop_assert_eq!(self.chat.flow(conn), Flow::Closed);
+                    out.did.append(&mut again.did);
                 }
-                Event::Submit(job) => {
+                Did::Submit(job) => {
                     let ticket = Self::ticket_of(&job);
-                    prop_assert_eq!(Some(ticket.conn), source, "job for another conn");
-                    let generation = self.generation[&ticket.conn];
-                    self.jobs.push((job, generation));
+                    if ticket == placeholder_ticket() {
+                        i += 1;
+                        continue;
+                    }
+                    prop_assert_eq!(Some(ticket), source, "job for another conn");
+                    prop_assert_eq!(self.chat.flow(ticket), Flow::Held);
+                    self.jobs.push(job);
                 }
             }
             i += 1;
@@ -357,32 +369,40 @@ impl Harness {
     fn apply(&mut self, op: Op) -> Result<(), TestCaseError> {
         let mut out = Recorder::default();
         match op {
-            Op::Connect(conn) => {
-                if self.open.insert(conn) {
-                    *self.generation.entry(conn).or_default() += 1;
-                    self.chat.connect(conn, self.now);
+            Op::Connect(key) => {
+                if !self.open.contains_key(&key) {
+                    self.next_generation += 1;
+                    let id = ConnId::new(key, self.next_generation);
+                    self.open.insert(key, id);
+                    let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 40000));
+                    self.chat.connect(id, peer, self.now);
                 }
             }
-            Op::Line(conn, raw) => {
+            Op::Line(key, raw) => {
+                let Some(&id) = self.open.get(&key) else {
+                    return Ok(());
+                };
                 // The shell feeds a line only while the core is ready for it.
-                if self.open.contains(&conn) && self.chat.ready(conn) {
-                    self.chat.line(conn, &raw, self.now, &mut out);
+                if self.chat.flow(id) == Flow::Ready {
+                    let flow = self.chat.line(id, &raw, self.now, &mut out);
+                    prop_assert_eq!(flow, self.chat.flow(id));
                 }
-                return self.settle(out, Some(conn), None);
+                return self.settle(out, Some(id), None);
             }
-            Op::TooLong(conn) => {
-                if self.open.contains(&conn) && self.chat.ready(conn) {
-                    self.chat.too_long(conn, &mut out);
+            Op::TooLong(key) => {
+                if let Some(&id) = self.open.get(&key)
+                    && self.chat.flow(id) == Flow::Ready
+                {
+                    prop_assert_eq!(self.chat.too_long(id, &mut out), Flow::Ready);
                 }
             }
             Op::Finish(index, fail) => {
                 if self.jobs.is_empty() {
                     return Ok(());
                 }
-                let (job, generation) = self.jobs.remove(index % self.jobs.len());
+                let job = self.jobs.remove(index % self.jobs.len());
                 let ticket = Self::ticket_of(&job);
-                let current = self.open.contains(&ticket.conn)
-                    && self.generation.get(&ticket.conn) == Some(&generation);
+                let current = self.is_open(ticket);
                 let outcome = match job {
                     AuthJob::Register {
                         username, password, ..
@@ -400,14 +420,20 @@ impl Harness {
                         phc.is_some_and(|phc| *phc == *format!("fake${password}")),
                     ),
                 };
-                self.chat.auth_done(AuthDone { ticket, outcome }, &mut out);
-                let stale = (!current).then_some(ticket.conn);
-                // A finished job lets the shell feed that connection's next line.
-                return self.settle(out, Some(ticket.conn), stale);
+                let resumed = self.chat.auth_done(AuthDone { ticket, outcome }, &mut out);
+                let stale = (!current).then_some(ticket);
+                self.settle(out, Some(ticket), stale)?;
+                // A finished job lets the shell feed that connection again,
+                // unless the core closed it.
+                prop_assert_eq!(
+                    resumed.is_some(),
+                    current && self.chat.flow(ticket) == Flow::Ready
+                );
+                return Ok(());
             }
-            Op::Disconnect(conn) => {
-                if self.open.remove(&conn) {
-                    self.chat.disconnect(conn, &mut out);
+            Op::Disconnect(key) => {
+                if let Some(id) = self.open.remove(&key) {
+                    self.chat.disconnect(id, &mut out);
                 }
             }
             Op::Tick(secs) => {
@@ -418,6 +444,19 @@ impl Harness {
         }
         self.settle(out, None, None)
     }
+}
+
+/// A job that stands in for one moved out of the record.
+fn placeholder() -> AuthJob {
+    AuthJob::Verify {
+        ticket: placeholder_ticket(),
+        phc: None,
+        password: String::new(),
+    }
+}
+
+fn placeholder_ticket() -> Ticket {
+    ConnId::new(usize::MAX, u32::MAX)
 }
 
 /// Anything the core sends: UTF-8, no control character but `\n` (and TAB

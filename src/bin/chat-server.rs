@@ -15,7 +15,7 @@ use chat::wire::protocol::Lang;
 /// The 2015 ITS chat server, in Rust: regist, login, broadcast, send-to,
 /// list-user, over plain lines on TCP (use nc or telnet as a client).
 #[derive(Debug, Parser)]
-#[command(version, about, args_override_self = true)]
+#[command(name = "chat-server", version, about, args_override_self = true)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
@@ -29,6 +29,10 @@ struct Args {
     /// Most connections open at once, logged in or not.
     #[arg(long, default_value_t = 10000)]
     max_clients: usize,
+    /// All output buffers together stay under this many MiB; past it, the
+    /// reader furthest behind is disconnected first.
+    #[arg(long, default_value_t = 256)]
+    max_output_mb: usize,
     /// Seconds a connection may stay without logging in.
     #[arg(long, default_value_t = 120)]
     login_timeout: u64,
@@ -81,8 +85,9 @@ fn run(args: Args) -> Result<(), String> {
         addr,
         accounts,
         max_clients: args.max_clients,
+        max_output: args.max_output_mb.max(1).saturating_mul(1024 * 1024),
+        lang: args.lang,
         chat: ChatConfig {
-            lang: args.lang,
             login_timeout: Duration::from_secs(args.login_timeout),
             max_pending_auth: args.max_pending_auth.max(1),
         },

@@ -9,14 +9,9 @@ use std::sync::Arc;
 
 use super::chat::ConnId;
 
-/// Names a connection across time: the slab key plus a serial number that is
-/// never reused, so a hash result for a connection that has gone is not
-/// delivered to a newcomer on the same key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticket {
-    pub conn: ConnId,
-    pub serial: u64,
-}
+/// Which connection a job is for: its [`ConnId`], which the shell never
+/// reuses, so a result for a connection that has gone reaches nobody.
+pub type Ticket = ConnId;
 
 /// Slow work the core hands to the accounts worker.
 #[derive(Debug)]

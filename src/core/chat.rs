@@ -1,53 +1,111 @@
 //! The chat state machine: who is registered, who is online, and what each line
 //! makes the server say.
 //!
-//! [`Chat`] has no sockets, no clock and no threads. The shell feeds it events
-//! (a connection opened, a line arrived, a password hash finished, time passed,
-//! a connection closed) and it answers through an [`Outbox`]: bytes for a
-//! connection, a connection to close, a hashing job to start. That keeps every
-//! rule of SPEC section 2 testable in microseconds, and keeps the event loop
-//! free of chat logic.
+//! [`Chat`] has no sockets, no clock and no threads, so every rule of SPEC
+//! section 2 is tested in microseconds and the event loop holds no chat logic.
+//! It is driven by events and answers through an [`Outbox`]: typed [`Event`]s
+//! for connections (each door renders them its own way), connections to close,
+//! and password jobs to start.
+//!
+//! # Call protocol
+//!
+//! The shell owns connection identity: it mints each [`ConnId`] (slab key plus
+//! a generation) and never reuses one. Then, for every connection:
+//!
+//! 1. [`connect`](Chat::connect) once, when it is accepted.
+//! 2. [`line`](Chat::line) (or [`too_long`](Chat::too_long)) for each complete
+//!    line, in order, only while the previous call returned [`Flow::Ready`].
+//!    [`Flow::Held`] means a password job of this connection is in flight: feed
+//!    nothing more (leave the bytes in the kernel) until
+//!    [`auth_done`](Chat::auth_done) names the connection again.
+//!    [`Flow::Closed`] means the core asked [`Outbox::close`]: feed nothing more.
+//! 3. [`auth_done`](Chat::auth_done) for each finished job, whenever it
+//!    finishes; it returns the connection that may be fed again, if any.
+//! 4. [`tick`](Chat::tick) once [`next_deadline`](Chat::next_deadline) has
+//!    passed (login timeouts).
+//! 5. [`disconnect`](Chat::disconnect) exactly once, when the shell forgets the
+//!    connection, whatever the reason: the peer closed, an error, an output
+//!    overflow, or a close the core asked for (call it as soon as that request
+//!    is seen, so the user goes offline at once). This is the only way a
+//!    connection leaves the core, and the only place its user goes offline.
+//!
+//! The core never calls back into the shell except through the [`Outbox`]
+//! passed to each call, and never blocks.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::info;
 
 pub use super::auth::{AuthDone, AuthJob, AuthOutcome, Ticket};
-
+pub use super::event::{Event, Prompt, Users};
 use crate::wire::framing::clean_line;
-use crate::wire::protocol::{
-    self, Command, Credentials, Lang, PROMPT_PASSWORD, PROMPT_USERNAME, Reply, valid_password,
-    valid_username,
-};
+use crate::wire::protocol::{Command, Credentials, Reply, valid_password, valid_username};
 
-/// Identifies a connection; the shell uses its slab key. A key may be reused
-/// after [`Chat::disconnect`], so anything that outlives a connection also
-/// carries its [`Ticket`].
-pub type ConnId = usize;
+/// Names one connection for its whole life. The shell mints it: the slab key
+/// under which it keeps the connection, plus a generation that makes a later
+/// connection on the same key a different id, so the result of a password job
+/// for a connection that has gone is never delivered to a newcomer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    key: u32,
+    generation: u32,
+}
+
+impl ConnId {
+    /// The id of the connection kept under slab `key`, `generation`-th of
+    /// its key (or of the server: any number the shell never repeats for a
+    /// key will do).
+    pub fn new(key: usize, generation: u32) -> Self {
+        Self {
+            key: u32::try_from(key).unwrap_or(u32::MAX),
+            generation,
+        }
+    }
+
+    /// The shell's slab key.
+    #[inline]
+    pub fn key(self) -> usize {
+        self.key as usize
+    }
+}
 
 /// Failed logins one connection may make; the last one closes it.
 pub const MAX_FAILED_LOGINS: u32 = 5;
 
+/// Whether the shell may feed a connection its next line (see the call
+/// protocol in the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Flow {
+    /// Feed the next line.
+    Ready,
+    /// A password job is in flight: wait for [`Chat::auth_done`].
+    Held,
+    /// The core asked to close this connection: feed nothing more.
+    Closed,
+}
+
 /// Where the core's decisions go. The shell implements it on its connections;
 /// tests implement it with a recorder.
 pub trait Outbox {
-    /// Queue bytes for a connection (it may be gone: then nothing happens).
-    fn send(&mut self, conn: ConnId, bytes: &[u8]);
-    /// Close a connection once what was sent to it is flushed. The core has
-    /// already forgotten it.
+    /// Tell a connection something (it may be gone: then nothing happens).
+    fn send(&mut self, to: ConnId, event: Event<'_>);
+    /// Close a connection once what it was told is flushed. The shell answers
+    /// with [`Chat::disconnect`].
     fn close(&mut self, conn: ConnId);
     /// Start slow work; its [`AuthDone`] comes back through [`Chat::auth_done`].
     fn submit(&mut self, job: AuthJob);
 
-    /// Queue the same bytes for every connection in `to` but `except`. The
-    /// hot path of a chat server: an implementation may do it in one tight
-    /// loop rather than one call per reader.
-    fn broadcast(&mut self, to: &[ConnId], except: ConnId, bytes: &[u8]) {
+    /// Tell every connection in `to` but `except` the same thing. The hot
+    /// path of a chat server: an implementation renders the event once per
+    /// dialect and copies it to each reader in one tight loop.
+    fn broadcast(&mut self, to: &[ConnId], except: ConnId, event: Event<'_>) {
         for &conn in to {
             if conn != except {
-                self.send(conn, bytes);
+                self.send(conn, event);
             }
         }
     }
@@ -56,7 +114,6 @@ pub trait Outbox {
 /// Settings the core needs.
 #[derive(Debug, Clone)]
 pub struct ChatConfig {
-    pub lang: Lang,
     /// How long a connection may stay without logging in.
     pub login_timeout: Duration,
     /// At most this many hash jobs in flight; more get `BUSY`.
@@ -66,7 +123,6 @@ pub struct ChatConfig {
 impl Default for ChatConfig {
     fn default() -> Self {
         Self {
-            lang: Lang::Id,
             login_timeout: Duration::from_secs(120),
             max_pending_auth: 256,
         }
@@ -107,21 +163,37 @@ enum Waiting {
 /// Per-connection state.
 #[derive(Debug)]
 struct Session {
-    serial: u64,
+    id: ConnId,
+    /// Where it comes from, for the log.
+    peer: SocketAddr,
     /// The logged-in name, if any.
     user: Option<Arc<str>>,
     dialogue: Option<Dialogue>,
     waiting: Option<Waiting>,
+    /// The core asked to close it; it takes no more lines.
+    closed: bool,
     failed_logins: u32,
     /// When this connection must have logged in by; `None` while logged in.
     login_deadline: Option<Instant>,
+}
+
+impl Session {
+    fn flow(&self) -> Flow {
+        if self.closed {
+            Flow::Closed
+        } else if self.waiting.is_some() {
+            Flow::Held
+        } else {
+            Flow::Ready
+        }
+    }
 }
 
 /// The chat server's whole state, without I/O.
 #[derive(Debug)]
 pub struct Chat {
     config: ChatConfig,
-    /// Indexed by [`ConnId`]; `None` for free keys.
+    /// Indexed by [`ConnId::key`]; `None` for free keys.
     sessions: Vec<Option<Session>>,
     /// Every name ever registered, and those being registered.
     accounts: HashMap<String, Account>,
@@ -132,11 +204,8 @@ pub struct Chat {
     online_conns: Vec<ConnId>,
     /// Login deadlines in the order they were set; the timeout is the same for
     /// all, so this is also deadline order. Stale entries are skipped.
-    deadlines: VecDeque<(Instant, Ticket)>,
+    deadlines: VecDeque<(Instant, ConnId)>,
     pending_jobs: usize,
-    next_serial: u64,
-    /// Reused for formatting broadcasts, so a message costs no allocation.
-    scratch: String,
 }
 
 impl Chat {
@@ -153,8 +222,6 @@ impl Chat {
             online_conns: Vec::new(),
             deadlines: VecDeque::new(),
             pending_jobs: 0,
-            next_serial: 0,
-            scratch: String::new(),
         }
     }
 
@@ -172,107 +239,116 @@ impl Chat {
     }
 
     /// A connection was accepted.
-    pub fn connect(&mut self, conn: ConnId, now: Instant) {
-        if self.sessions.len() <= conn {
-            self.sessions.resize_with(conn + 1, || None);
+    pub fn connect(&mut self, id: ConnId, peer: SocketAddr, now: Instant) {
+        let key = id.key();
+        if self.sessions.len() <= key {
+            self.sessions.resize_with(key + 1, || None);
         }
-        let serial = self.next_serial;
-        self.next_serial += 1;
         let deadline = now + self.config.login_timeout;
-        self.sessions[conn] = Some(Session {
-            serial,
+        self.sessions[key] = Some(Session {
+            id,
+            peer,
             user: None,
             dialogue: None,
             waiting: None,
+            closed: false,
             failed_logins: 0,
             login_deadline: Some(deadline),
         });
-        self.deadlines
-            .push_back((deadline, Ticket { conn, serial }));
+        self.deadlines.push_back((deadline, id));
     }
 
-    /// Whether the connection can take its next line now. It cannot while a
-    /// hash job of its own is in flight (its replies must keep line order), nor
-    /// once the core has closed it.
-    pub fn ready(&self, conn: ConnId) -> bool {
-        matches!(self.session(conn), Some(s) if s.waiting.is_none())
-    }
-
-    /// The connection has gone (or is being closed by the shell): log its user
-    /// out and tell the others. Safe to call for a connection already closed.
-    pub fn disconnect(&mut self, conn: ConnId, out: &mut impl Outbox) {
-        if let Some(session) = self.sessions.get_mut(conn).and_then(Option::take) {
-            if let Some(user) = session.user {
-                self.go_offline(&user, out);
-            }
-            // Drop the tail of the table so `sessions` shrinks with the slab.
-            while matches!(self.sessions.last(), Some(None)) {
-                self.sessions.pop();
-            }
+    /// The shell has forgotten the connection (see the call protocol): its
+    /// user, if any, goes offline and everyone else is told.
+    pub fn disconnect(&mut self, id: ConnId, out: &mut impl Outbox) {
+        let Some(slot) = self.sessions.get_mut(id.key()) else {
+            return;
+        };
+        if !slot.as_ref().is_some_and(|s| s.id == id) {
+            debug_assert!(false, "disconnect of an unknown connection");
+            return;
+        }
+        if let Some(user) = slot.take().and_then(|s| s.user) {
+            self.go_offline(&user, out);
+        }
+        // Drop the tail of the table so `sessions` shrinks with the slab.
+        while matches!(self.sessions.last(), Some(None)) {
+            self.sessions.pop();
         }
     }
 
     /// A line that went over the length limit.
-    pub fn too_long(&mut self, conn: ConnId, out: &mut impl Outbox) {
-        if self.session(conn).is_some() {
-            out.send(conn, Reply::TooLong.line(self.config.lang).as_bytes());
+    pub fn too_long(&mut self, id: ConnId, out: &mut impl Outbox) -> Flow {
+        match self.session(id) {
+            Some(s) if s.flow() == Flow::Ready => {
+                out.send(id, Event::Reply(Reply::TooLong));
+                Flow::Ready
+            }
+            Some(s) => s.flow(),
+            None => Flow::Closed,
         }
     }
 
     /// A complete line, terminator removed, as raw bytes from the socket.
-    pub fn line(&mut self, conn: ConnId, raw: &[u8], now: Instant, out: &mut impl Outbox) {
-        if !self.ready(conn) {
+    pub fn line(&mut self, id: ConnId, raw: &[u8], now: Instant, out: &mut impl Outbox) -> Flow {
+        let Some(session) = self.session_mut(id) else {
+            return Flow::Closed;
+        };
+        if session.flow() != Flow::Ready {
             debug_assert!(false, "line fed to a connection that is not ready");
-            return;
+            return session.flow();
         }
         let text = clean_line(raw);
         let trimmed = text.trim();
         if trimmed.is_empty() {
-            return;
+            return Flow::Ready;
         }
-        if let Some(dialogue) = self.session_mut(conn).and_then(|s| s.dialogue.as_mut()) {
+        if let Some(dialogue) = session.dialogue.as_mut() {
             match dialogue.username.take() {
                 None => {
                     dialogue.username = Some(trimmed.to_owned());
-                    out.send(conn, PROMPT_PASSWORD.as_bytes());
+                    out.send(id, Event::Prompt(Prompt::Password));
                 }
                 Some(username) => {
                     let kind = dialogue.kind;
-                    if let Some(s) = self.session_mut(conn) {
-                        s.dialogue = None;
-                    }
+                    session.dialogue = None;
                     match kind {
-                        DialogueKind::Login => self.login(conn, &username, trimmed, out),
-                        DialogueKind::Regist => self.regist(conn, &username, trimmed, out),
+                        DialogueKind::Login => self.login(id, &username, trimmed, out),
+                        DialogueKind::Regist => self.regist(id, &username, trimmed, out),
                     }
                 }
             }
-            return;
+        } else {
+            self.command(id, Command::parse(trimmed), now, out);
         }
-        self.command(conn, Command::parse(trimmed), now, out);
+        self.flow(id)
     }
 
-    fn command(&mut self, conn: ConnId, command: Command<'_>, now: Instant, out: &mut impl Outbox) {
-        let lang = self.config.lang;
+    /// Whether `id` may be fed its next line.
+    pub fn flow(&self, id: ConnId) -> Flow {
+        self.session(id).map_or(Flow::Closed, Session::flow)
+    }
+
+    fn command(&mut self, id: ConnId, command: Command<'_>, now: Instant, out: &mut impl Outbox) {
         let login_timeout = self.config.login_timeout;
         let kind = match command {
             Command::Login(_) => DialogueKind::Login,
             _ => DialogueKind::Regist,
         };
-        let Some(session) = self.session_mut(conn) else {
+        let Some(session) = self.session_mut(id) else {
             return;
         };
         let logged_in = session.user.clone();
         match command {
             Command::Empty => {}
-            Command::Help => out.send(conn, protocol::help(lang).as_bytes()),
+            Command::Help => out.send(id, Event::Help),
             Command::Quit => {
-                out.send(conn, Reply::Bye.line(lang).as_bytes());
-                self.disconnect(conn, out);
-                out.close(conn);
+                out.send(id, Event::Reply(Reply::Bye));
+                session.closed = true;
+                out.close(id);
             }
             Command::Login(_) if logged_in.is_some() => {
-                out.send(conn, Reply::AlreadySelf.line(lang).as_bytes());
+                out.send(id, Event::Reply(Reply::AlreadySelf));
             }
             Command::Login(creds) | Command::Regist(creds) => match creds {
                 Credentials::Ask => {
@@ -280,79 +356,56 @@ impl Chat {
                         kind,
                         username: None,
                     });
-                    out.send(conn, PROMPT_USERNAME.as_bytes());
+                    out.send(id, Event::Prompt(Prompt::Username));
                 }
-                Credentials::Malformed => {
-                    out.send(conn, Reply::BadCommand.line(lang).as_bytes());
-                }
+                Credentials::Malformed => out.send(id, Event::Reply(Reply::BadCommand)),
                 Credentials::Given(user, pass) => match kind {
-                    DialogueKind::Login => self.login(conn, user, pass, out),
-                    DialogueKind::Regist => self.regist(conn, user, pass, out),
+                    DialogueKind::Login => self.login(id, user, pass, out),
+                    DialogueKind::Regist => self.regist(id, user, pass, out),
                 },
             },
-            _ if logged_in.is_none() => {
-                out.send(conn, Reply::LoginFirst.line(lang).as_bytes());
-            }
+            _ if logged_in.is_none() => out.send(id, Event::Reply(Reply::LoginFirst)),
             Command::Logout => {
                 session.user = None;
                 let deadline = now + login_timeout;
                 session.login_deadline = Some(deadline);
-                let ticket = Ticket {
-                    conn,
-                    serial: session.serial,
-                };
-                self.deadlines.push_back((deadline, ticket));
-                out.send(conn, Reply::LogoutOk.line(lang).as_bytes());
+                let peer = session.peer;
+                self.deadlines.push_back((deadline, id));
+                out.send(id, Event::Reply(Reply::LogoutOk));
                 if let Some(user) = logged_in {
-                    info!("conn {conn}: {user} logged out");
+                    info!("{peer}: {user} logged out");
                     self.go_offline(&user, out);
                 }
             }
-            Command::ListUser(true) => {
-                let list = protocol::user_list(lang, self.online.keys().map(|n| &**n));
-                out.send(conn, list.as_bytes());
-            }
-            Command::ListUser(false) => {
-                out.send(conn, Reply::BadListCommand.line(lang).as_bytes());
-            }
-            Command::SendTo(None) => out.send(conn, Reply::BadCommand.line(lang).as_bytes()),
+            Command::ListUser(true) => out.send(id, Event::Users(Users(&self.online))),
+            Command::ListUser(false) => out.send(id, Event::Reply(Reply::BadListCommand)),
+            Command::SendTo(None) => out.send(id, Event::Reply(Reply::BadCommand)),
             Command::SendTo(Some((target, text))) => match self.online.get(target) {
                 Some(&to) => {
-                    let sender = logged_in.as_deref().unwrap_or_default();
-                    let line = protocol::private_message(lang, sender, text);
-                    out.send(to, line.as_bytes());
+                    let from = logged_in.as_deref().unwrap_or_default();
+                    out.send(to, Event::Private { from, text });
                 }
-                None => out.send(conn, protocol::not_online(lang, target).as_bytes()),
+                None => out.send(id, Event::NotOnline(target)),
             },
             Command::Message(text) => {
-                let sender = logged_in.as_deref().unwrap_or_default();
-                protocol::broadcast_into(&mut self.scratch, sender, text);
-                out.broadcast(&self.online_conns, conn, self.scratch.as_bytes());
+                let from = logged_in.as_deref().unwrap_or_default();
+                out.broadcast(&self.online_conns, id, Event::Chat { from, text });
             }
         }
     }
 
     /// `login U P` (or its dialogue) from a connection that is not logged in.
-    fn login(&mut self, conn: ConnId, username: &str, password: &str, out: &mut impl Outbox) {
-        let lang = self.config.lang;
-        if self.session(conn).is_some_and(|s| s.user.is_some()) {
-            out.send(conn, Reply::AlreadySelf.line(lang).as_bytes());
-            return;
-        }
+    fn login(&mut self, id: ConnId, username: &str, password: &str, out: &mut impl Outbox) {
         if self.pending_jobs >= self.config.max_pending_auth {
-            out.send(conn, Reply::Busy.line(lang).as_bytes());
+            out.send(id, Event::Reply(Reply::Busy));
             return;
         }
         let phc = match self.accounts.get(username) {
             Some(Account::Stored(phc)) => Some(phc.clone()),
             _ => None,
         };
-        let Some(session) = self.session_mut(conn) else {
+        let Some(session) = self.session_mut(id) else {
             return;
-        };
-        let ticket = Ticket {
-            conn,
-            serial: session.serial,
         };
         session.waiting = Some(Waiting::Login {
             username: username.to_owned(),
@@ -360,15 +413,14 @@ impl Chat {
         });
         self.pending_jobs += 1;
         out.submit(AuthJob::Verify {
-            ticket,
+            ticket: id,
             phc,
             password: password.to_owned(),
         });
     }
 
     /// `regist U P` (or its dialogue).
-    fn regist(&mut self, conn: ConnId, username: &str, password: &str, out: &mut impl Outbox) {
-        let lang = self.config.lang;
+    fn regist(&mut self, id: ConnId, username: &str, password: &str, out: &mut impl Outbox) {
         let reply = if !valid_username(username) {
             Reply::BadUsername
         } else if !valid_password(password) {
@@ -378,90 +430,89 @@ impl Chat {
         } else if self.pending_jobs >= self.config.max_pending_auth {
             Reply::Busy
         } else {
-            let Some(session) = self.session_mut(conn) else {
+            let Some(session) = self.session_mut(id) else {
                 return;
-            };
-            let ticket = Ticket {
-                conn,
-                serial: session.serial,
             };
             session.waiting = Some(Waiting::Regist);
             self.accounts
                 .insert(username.to_owned(), Account::Reserving);
             self.pending_jobs += 1;
             out.submit(AuthJob::Register {
-                ticket,
+                ticket: id,
                 username: username.to_owned(),
                 password: password.to_owned(),
             });
             return;
         };
-        out.send(conn, reply.line(lang).as_bytes());
+        out.send(id, Event::Reply(reply));
     }
 
     /// A hash job finished. Its connection may have gone meanwhile; a
-    /// registration counts all the same, since it is on disk.
-    pub fn auth_done(&mut self, done: AuthDone, out: &mut impl Outbox) {
-        let lang = self.config.lang;
+    /// registration counts all the same, since it is on disk. Returns the
+    /// connection that may be fed lines again, if any.
+    pub fn auth_done(&mut self, done: AuthDone, out: &mut impl Outbox) -> Option<ConnId> {
         self.pending_jobs = self.pending_jobs.saturating_sub(1);
-        let conn = done.ticket.conn;
-        let waiting = match self.sessions.get_mut(conn).and_then(Option::as_mut) {
-            Some(s) if s.serial == done.ticket.serial => s.waiting.take(),
-            _ => None,
+        let id = done.ticket;
+        let (waiting, peer) = match self.session_mut(id) {
+            Some(s) => (s.waiting.take(), Some(s.peer)),
+            None => (None, None),
         };
+        let peer = peer.map_or_else(|| "(gone)".to_owned(), |p| p.to_string());
         match done.outcome {
             AuthOutcome::Registered { username, phc } => {
-                info!("conn {conn}: registered {username}");
+                info!("{peer}: registered {username}");
                 self.accounts.insert(username, Account::Stored(phc));
                 if waiting.is_some() {
-                    out.send(conn, Reply::RegistOk.line(lang).as_bytes());
+                    out.send(id, Event::Reply(Reply::RegistOk));
                 }
             }
             AuthOutcome::StorageFailed { username } => {
                 self.accounts.remove(&username);
                 if waiting.is_some() {
-                    out.send(conn, Reply::StorageError.line(lang).as_bytes());
+                    out.send(id, Event::Reply(Reply::StorageError));
                 }
             }
             AuthOutcome::Verified(matched) => {
                 let Some(Waiting::Login { username, known }) = waiting else {
-                    return;
+                    return None;
                 };
                 if !(matched && known) {
-                    self.login_failed(conn, known.then_some(username.as_str()), out);
+                    self.login_failed(id, known.then_some(username.as_str()), out);
                 } else if self.online.contains_key(username.as_str()) {
-                    out.send(conn, Reply::AlreadyOther.line(lang).as_bytes());
-                } else if let Some(session) = self.session_mut(conn) {
+                    out.send(id, Event::Reply(Reply::AlreadyOther));
+                } else if let Some(session) = self.session_mut(id) {
                     let name: Arc<str> = username.into();
                     session.user = Some(name.clone());
                     session.login_deadline = None;
-                    info!("conn {conn}: {name} logged in");
-                    self.online.insert(name, conn);
-                    self.online_conns.push(conn);
-                    out.send(conn, Reply::LoginOk.line(lang).as_bytes());
+                    info!("{peer}: {name} logged in");
+                    self.online.insert(name, id);
+                    self.online_conns.push(id);
+                    out.send(id, Event::Reply(Reply::LoginOk));
                 }
             }
         }
+        (self.flow(id) == Flow::Ready).then_some(id)
     }
 
     /// A wrong password, or a name nobody has. `username` is `None` for the
     /// latter: it is not logged, because a name that matches no account is
     /// often a password typed at the wrong prompt.
-    fn login_failed(&mut self, conn: ConnId, username: Option<&str>, out: &mut impl Outbox) {
-        let lang = self.config.lang;
-        let Some(session) = self.session_mut(conn) else {
+    fn login_failed(&mut self, id: ConnId, username: Option<&str>, out: &mut impl Outbox) {
+        let Some(session) = self.session_mut(id) else {
             return;
         };
         session.failed_logins += 1;
+        let peer = session.peer;
         match username {
-            Some(name) => info!("conn {conn}: failed login as {name}"),
-            None => info!("conn {conn}: failed login for an unknown name"),
+            Some(name) => info!("{peer}: failed login as {name}"),
+            None => info!("{peer}: failed login for an unknown name"),
         }
-        out.send(conn, Reply::LoginFail.line(lang).as_bytes());
+        out.send(id, Event::Reply(Reply::LoginFail));
         if session.failed_logins >= MAX_FAILED_LOGINS {
-            out.send(conn, Reply::TooManyFails.line(lang).as_bytes());
-            self.disconnect(conn, out);
-            out.close(conn);
+            info!("{peer}: closed after {MAX_FAILED_LOGINS} failed logins");
+            out.send(id, Event::Reply(Reply::TooManyFails));
+            session.closed = true;
+            out.close(id);
         }
     }
 
@@ -472,21 +523,19 @@ impl Chat {
 
     /// Time has passed: close connections whose login time ran out.
     pub fn tick(&mut self, now: Instant, out: &mut impl Outbox) {
-        while let Some(&(at, ticket)) = self.deadlines.front() {
+        while let Some(&(at, id)) = self.deadlines.front() {
             if at > now {
                 break;
             }
             self.deadlines.pop_front();
-            let expired = self.session(ticket.conn).is_some_and(|s| {
-                s.serial == ticket.serial && s.user.is_none() && s.login_deadline == Some(at)
-            });
-            if expired {
-                out.send(
-                    ticket.conn,
-                    Reply::LoginTimeout.line(self.config.lang).as_bytes(),
-                );
-                self.disconnect(ticket.conn, out);
-                out.close(ticket.conn);
+            if let Some(session) = self.session_mut(id)
+                && session.user.is_none()
+                && !session.closed
+                && session.login_deadline == Some(at)
+            {
+                session.closed = true;
+                out.send(id, Event::Reply(Reply::LoginTimeout));
+                out.close(id);
             }
         }
     }
@@ -499,78 +548,131 @@ impl Chat {
         if let Some(at) = self.online_conns.iter().position(|&c| c == gone) {
             self.online_conns.swap_remove(at);
         }
-        let notice = protocol::offline(self.config.lang, user);
-        out.broadcast(&self.online_conns, gone, notice.as_bytes());
+        out.broadcast(&self.online_conns, gone, Event::Offline(user));
     }
 
-    fn session(&self, conn: ConnId) -> Option<&Session> {
-        self.sessions.get(conn).and_then(Option::as_ref)
+    fn session(&self, id: ConnId) -> Option<&Session> {
+        self.sessions
+            .get(id.key())
+            .and_then(Option::as_ref)
+            .filter(|s| s.id == id)
     }
 
-    fn session_mut(&mut self, conn: ConnId) -> Option<&mut Session> {
-        self.sessions.get_mut(conn).and_then(Option::as_mut)
+    fn session_mut(&mut self, id: ConnId) -> Option<&mut Session> {
+        self.sessions
+            .get_mut(id.key())
+            .and_then(Option::as_mut)
+            .filter(|s| s.id == id)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::line;
+    use crate::wire::protocol::Lang;
+    use std::net::{Ipv4Addr, SocketAddr};
 
-    /// Records what the core asks for; jobs are answered by the test.
-    #[derive(Default)]
+    /// Records what the core asks for, rendered by the line dialect; jobs
+    /// are answered by the test.
     struct Recorder {
+        lang: Lang,
         sent: Vec<(ConnId, String)>,
-        closed: Vec<ConnId>,
+        /// Keys of the connections the core asked to close, in order.
+        closed: Vec<usize>,
+        /// Closed but not yet disconnected, as the shell would.
+        to_disconnect: Vec<ConnId>,
         jobs: VecDeque<AuthJob>,
     }
 
+    impl Recorder {
+        fn new(lang: Lang) -> Self {
+            Self {
+                lang,
+                sent: Vec::new(),
+                closed: Vec::new(),
+                to_disconnect: Vec::new(),
+                jobs: VecDeque::new(),
+            }
+        }
+    }
+
     impl Outbox for Recorder {
-        fn send(&mut self, conn: ConnId, bytes: &[u8]) {
-            self.sent
-                .push((conn, String::from_utf8_lossy(bytes).into_owned()));
+        fn send(&mut self, to: ConnId, event: Event<'_>) {
+            self.sent.push((to, line::to_string(self.lang, &event)));
         }
         fn close(&mut self, conn: ConnId) {
-            self.closed.push(conn);
+            self.closed.push(conn.key());
+            self.to_disconnect.push(conn);
         }
         fn submit(&mut self, job: AuthJob) {
             self.jobs.push_back(job);
         }
     }
 
-    /// A core plus a fake worker whose "hash" of `pw` is `hash:pw`.
+    /// A core plus a fake worker whose "hash" of `pw` is `hash:pw`, and the
+    /// shell's part of the call protocol: ids minted per key, and
+    /// `disconnect` after every close the core asks for.
     struct Harness {
         chat: Chat,
         out: Recorder,
         now: Instant,
+        /// The generation of each key's current connection.
+        generations: HashMap<usize, u32>,
     }
 
     impl Harness {
         fn new() -> Self {
-            Self::with(ChatConfig::default())
+            Self::with(ChatConfig::default(), Lang::Id)
         }
 
-        fn with(config: ChatConfig) -> Self {
+        fn with(config: ChatConfig, lang: Lang) -> Self {
             Self {
                 chat: Chat::new(config, [("client".to_owned(), "hash:123".to_owned())]),
-                out: Recorder::default(),
+                out: Recorder::new(lang),
                 now: Instant::now(),
+                generations: HashMap::new(),
             }
         }
 
-        fn connect(&mut self, conn: ConnId) {
-            self.chat.connect(conn, self.now);
+        /// The id of the connection currently on `key`.
+        fn id(&self, key: usize) -> ConnId {
+            ConnId::new(key, self.generations.get(&key).copied().unwrap_or(0))
+        }
+
+        fn connect(&mut self, key: usize) {
+            *self.generations.entry(key).or_insert(0) += 1;
+            let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 40000 + key as u16));
+            self.chat.connect(self.id(key), peer, self.now);
+        }
+
+        fn disconnect(&mut self, key: usize) {
+            self.chat.disconnect(self.id(key), &mut self.out);
+        }
+
+        /// Does what the shell does after each call: forgets closed
+        /// connections.
+        fn settle(&mut self) {
+            while let Some(id) = self.out.to_disconnect.pop() {
+                self.chat.disconnect(id, &mut self.out);
+            }
+        }
+
+        fn flow(&self, key: usize) -> Flow {
+            self.chat.flow(self.id(key))
         }
 
         /// Sends a line and runs every job it started, like a fast worker.
-        fn line(&mut self, conn: ConnId, line: &str) {
-            self.line_held(conn, line);
+        fn line(&mut self, key: usize, line: &str) {
+            self.line_held(key, line);
             self.run_jobs();
         }
 
         /// Sends a line without running the jobs it starts.
-        fn line_held(&mut self, conn: ConnId, line: &str) {
-            self.chat
-                .line(conn, line.as_bytes(), self.now, &mut self.out);
+        fn line_held(&mut self, key: usize, line: &str) {
+            let id = self.id(key);
+            let _ = self.chat.line(id, line.as_bytes(), self.now, &mut self.out);
+            self.settle();
         }
 
         fn run_jobs(&mut self) {
@@ -598,15 +700,16 @@ mod tests {
                         ),
                     },
                 };
-                self.chat.auth_done(done, &mut self.out);
+                let _ = self.chat.auth_done(done, &mut self.out);
+                self.settle();
             }
         }
 
-        /// Everything sent to `conn` since the last call, concatenated.
-        fn take(&mut self, conn: ConnId) -> String {
+        /// Everything sent to `key` since the last call, concatenated.
+        fn take(&mut self, key: usize) -> String {
             let mut text = String::new();
             self.out.sent.retain(|(to, bytes)| {
-                if *to == conn {
+                if to.key() == key {
                     text.push_str(bytes);
                     false
                 } else {
@@ -616,7 +719,7 @@ mod tests {
             text
         }
 
-        fn login(&mut self, conn: ConnId, name: &str) {
+        fn login(&mut self, conn: usize, name: &str) {
             self.connect(conn);
             self.line(conn, &format!("regist {name} pw"));
             self.line(conn, &format!("login {name} pw"));
@@ -699,7 +802,7 @@ mod tests {
         h.line_held(0, "regist dup pw");
         h.line_held(1, "regist dup pw");
         assert_eq!(h.take(1), "Username telah dipakai\n");
-        assert!(!h.chat.ready(0));
+        assert_eq!(h.flow(0), Flow::Held);
         // The name is reserved, but nobody can log in with it yet.
         h.line_held(1, "login dup pw");
         h.run_jobs();
@@ -719,7 +822,7 @@ mod tests {
         else {
             panic!("expected a register job");
         };
-        h.chat.auth_done(
+        let _ = h.chat.auth_done(
             AuthDone {
                 ticket,
                 outcome: AuthOutcome::StorageFailed { username },
@@ -742,7 +845,7 @@ mod tests {
             h.take(1),
             "Username atau Password anda Salah\nUsername tersebut telah melakukan login sebelumnya.\n"
         );
-        h.chat.disconnect(0, &mut h.out);
+        h.disconnect(0);
         h.line(1, "login client_a pw");
         assert_eq!(h.take(1), "Login sukses\n");
     }
@@ -805,13 +908,12 @@ mod tests {
         h.line(1, "quit");
         assert_eq!(h.take(1), "Sampai jumpa\n");
         assert_eq!(h.out.closed, vec![1]);
-        assert!(!h.chat.ready(1));
+        assert_eq!(h.flow(1), Flow::Closed);
         assert_eq!(
             h.take(2),
             "Teman anda [a] telah offline\nTeman anda [b] telah offline\n"
         );
-        h.chat.disconnect(2, &mut h.out);
-        h.chat.disconnect(2, &mut h.out); // twice is harmless
+        h.disconnect(2);
         assert_eq!(h.chat.online_count(), 0);
         // `a` logged out, so it is not told.
         assert_eq!(h.take(0), "");
@@ -852,10 +954,13 @@ mod tests {
 
     #[test]
     fn busy_when_the_job_queue_is_full_reserves_nothing() {
-        let mut h = Harness::with(ChatConfig {
-            max_pending_auth: 1,
-            ..ChatConfig::default()
-        });
+        let mut h = Harness::with(
+            ChatConfig {
+                max_pending_auth: 1,
+                ..ChatConfig::default()
+            },
+            Lang::Id,
+        );
         h.connect(0);
         h.connect(1);
         h.line_held(0, "login client 123");
@@ -876,9 +981,9 @@ mod tests {
         let mut h = Harness::new();
         h.connect(0);
         h.line_held(0, "regist keep pw");
-        assert!(!h.chat.ready(0));
+        assert_eq!(h.flow(0), Flow::Held);
         // The connection goes before the worker finishes; a newcomer reuses its key.
-        h.chat.disconnect(0, &mut h.out);
+        h.disconnect(0);
         h.connect(0);
         h.run_jobs();
         assert_eq!(h.take(0), "");
@@ -888,10 +993,13 @@ mod tests {
 
     #[test]
     fn login_timeout_closes_idle_connections_and_restarts_on_logout() {
-        let mut h = Harness::with(ChatConfig {
-            login_timeout: Duration::from_secs(120),
-            ..ChatConfig::default()
-        });
+        let mut h = Harness::with(
+            ChatConfig {
+                login_timeout: Duration::from_secs(120),
+                ..ChatConfig::default()
+            },
+            Lang::Id,
+        );
         let start = h.now;
         h.connect(0);
         h.login(1, "a");
@@ -900,17 +1008,21 @@ mod tests {
             Some(start + Duration::from_secs(120))
         );
         h.chat.tick(start + Duration::from_secs(119), &mut h.out);
+        h.settle();
         assert!(h.out.closed.is_empty());
         h.now = start + Duration::from_secs(60);
         h.line(1, "logout");
         h.take(1);
         h.chat.tick(start + Duration::from_secs(120), &mut h.out);
+        h.settle();
         assert_eq!(h.take(0), "Waktu login habis\n");
         assert_eq!(h.out.closed, vec![0]);
         // The logged-out connection has its own, later deadline.
         h.chat.tick(start + Duration::from_secs(179), &mut h.out);
+        h.settle();
         assert_eq!(h.out.closed, vec![0]);
         h.chat.tick(start + Duration::from_secs(180), &mut h.out);
+        h.settle();
         assert_eq!(h.take(1), "Waktu login habis\n");
         assert_eq!(h.out.closed, vec![0, 1]);
         assert_eq!(h.chat.next_deadline(), None);
@@ -918,10 +1030,7 @@ mod tests {
 
     #[test]
     fn english_replies() {
-        let mut h = Harness::with(ChatConfig {
-            lang: Lang::En,
-            ..ChatConfig::default()
-        });
+        let mut h = Harness::with(ChatConfig::default(), Lang::En);
         h.connect(0);
         h.line(0, "x");
         h.line(0, "regist a pw");
@@ -939,7 +1048,8 @@ mod tests {
     fn too_long_is_reported_before_login_too() {
         let mut h = Harness::new();
         h.connect(0);
-        h.chat.too_long(0, &mut h.out);
+        let id = h.id(0);
+        assert_eq!(h.chat.too_long(id, &mut h.out), Flow::Ready);
         assert_eq!(h.take(0), "Pesan terlalu panjang (maksimal 4096 byte)\n");
     }
 }

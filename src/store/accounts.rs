@@ -562,7 +562,7 @@ mod tests {
         let (file, _) = AccountFile::open(&path).unwrap();
         let params: HashParams = "m=64,t=1,p=1".parse().unwrap();
         let worker = AuthWorker::spawn(2, Some(file), params, Arc::new(|| {})).unwrap();
-        let ticket = Ticket { conn: 1, serial: 1 };
+        let ticket = Ticket::new(1, 1);
         let wait = || loop {
             if let Some(done) = worker.try_result() {
                 return done;

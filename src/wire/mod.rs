@@ -2,5 +2,7 @@
 //! cleans them; [`protocol`] turns lines into commands and holds the reply
 //! catalogue of the line protocol.
 
+pub mod dialect;
 pub mod framing;
+pub mod line;
 pub mod protocol;

@@ -1,0 +1,989 @@
+//! The mio event loop: the thin shell around [`Chat`].
+//!
+//! Like the seed's `select()` loop, one thread and one [`Poll`] hold the
+//! listener and every client socket, and clients live in a [`Slab`]. The loop
+//! turns readiness into calls on the core (following the call protocol in
+//! [`crate::core::chat`]) and the core's [`Event`]s into bytes: each
+//! connection's dialect renders them ([`crate::wire::dialect`]) and its
+//! transport encodes them ([`crate::transport`]) into its own
+//! [`OutputBuffer`], written once per poll turn. A broadcast to a thousand
+//! readers is rendered once and costs one `write` per reader per turn, not per
+//! message.
+//!
+//! mio is edge-triggered: every readable socket is read until `WouldBlock`
+//! (in 4096-byte chunks, at most [`READ_BUDGET`] per turn), except while the
+//! core holds the connection (its last line waits on a password hash): then
+//! the bytes stay in the kernel, and reading resumes when the hash is done.
+//! WRITABLE interest is registered only while output is pending.
+
+pub mod connection;
+pub mod output;
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, ErrorKind, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use self::connection::{Connection, Phase};
+use crate::core::chat::{AuthJob, Chat, ChatConfig, ConnId, Event, Flow, Outbox};
+use crate::store::accounts::{AccountFile, AuthWorker, HashParams};
+use crate::transport::Transport;
+use crate::wire::dialect::Dialect;
+use crate::wire::framing::READ_CHUNK;
+use crate::wire::protocol::{Lang, Reply};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// A reader this far behind is disconnected (SPEC section 5).
+pub const MAX_OUTPUT: usize = 1024 * 1024;
+
+/// How long a connection the server closed may take to read its last replies.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// How long to wait before accepting again after accept errors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Bytes read from one connection per poll turn. Output is written at the end
+/// of a turn, so a sender that keeps its socket full must yield, or its
+/// broadcasts would pile up in every reader's buffer before any is written
+/// (and other connections would wait).
+pub const READ_BUDGET: usize = 16 * READ_CHUNK;
+
+/// How long shutdown may spend flushing output.
+const SHUTDOWN_FLUSH: Duration = Duration::from_millis(500);
+
+/// After this many bytes of buffers were freed, the next sweep asks the
+/// allocator to hand free memory back to the OS.
+const TRIM_AFTER: usize = 4 * 1024 * 1024;
+
+/// Listen backlog: room for bursts of connections (mio's own is smaller).
+const BACKLOG: libc::c_int = 4096;
+
+/// How often output buffers of connections that received nothing since the
+/// last sweep are released.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// TCP keepalive: probe a silent peer after this long, then every
+/// [`KEEPALIVE_INTERVAL`], and give up after [`KEEPALIVE_PROBES`] missed
+/// answers. A peer that vanished (power, network) is found in about two
+/// minutes, and its name is free again (SPEC section 5).
+const KEEPALIVE_IDLE: libc::c_int = 60;
+const KEEPALIVE_INTERVAL: libc::c_int = 10;
+const KEEPALIVE_PROBES: libc::c_int = 6;
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    /// `None` keeps accounts in memory only.
+    pub accounts: Option<PathBuf>,
+    pub max_clients: usize,
+    /// All output buffers together stay under this many bytes; past it, the
+    /// reader furthest behind is disconnected first.
+    pub max_output: usize,
+    pub lang: Lang,
+    pub chat: ChatConfig,
+    pub hash_params: HashParams,
+    pub auth_threads: usize,
+}
+
+/// Lists of connections the turn must come back to, and the output totals.
+#[derive(Debug, Default)]
+struct Queues {
+    /// Connections with output to flush at the end of this turn.
+    flush: Vec<usize>,
+    /// Connections over an output limit, to drop at the end of this turn.
+    doomed: Vec<usize>,
+    /// Connections that used up their read budget with input left.
+    unread: Vec<usize>,
+    /// Pending output of every connection not doomed.
+    total_output: usize,
+    max_total_output: usize,
+}
+
+/// The part of the server the core writes into: connections, queues, the auth
+/// worker. Split from [`Server`] so the core can borrow it while the server
+/// holds the core.
+struct Io {
+    conns: Slab<Connection>,
+    queues: Queues,
+    lang: Lang,
+    /// Connections the core asked to close during the current call; the shell
+    /// then calls [`Chat::disconnect`] for each (the call protocol).
+    close_requests: Vec<ConnId>,
+    worker: AuthWorker,
+    /// One rendered event per dialect kind: a broadcast is rendered once per
+    /// kind, then copied to each reader.
+    rendered: [Vec<u8>; Dialect::KINDS],
+}
+
+/// Queues one rendered message for `conn`, enforcing the per-reader limit. A
+/// reader that cannot take it even after a write attempt is doomed.
+#[inline]
+fn queue(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) {
+    let before = conn.out.pending();
+    if before + message.len() > MAX_OUTPUT {
+        // Only a reader that cannot take what is already pending is behind;
+        // one that reads has had no chance yet this turn. A write error shows
+        // again, and is handled, when the turn flushes.
+        if let Ok(n) = conn.transport.write(&mut conn.socket, &mut conn.out) {
+            queues.total_output -= n;
+        }
+        if conn.out.pending() + message.len() > MAX_OUTPUT {
+            warn!(
+                "{}: more than {MAX_OUTPUT} bytes of output pending, disconnecting a reader that is too slow",
+                conn.peer
+            );
+            doom(key, conn, queues);
+            return;
+        }
+    }
+    let before = conn.out.pending();
+    conn.transport.encode(message, &mut conn.out);
+    queues.total_output += conn.out.pending() - before;
+    if !conn.queued_flush {
+        conn.queued_flush = true;
+        queues.flush.push(key);
+    }
+}
+
+/// Marks a connection to be dropped at the end of the turn; its output no
+/// longer counts.
+fn doom(key: usize, conn: &mut Connection, queues: &mut Queues) {
+    if conn.phase != Phase::Doomed {
+        queues.total_output -= conn.out.pending();
+        conn.phase = Phase::Doomed;
+        queues.doomed.push(key);
+    }
+}
+
+impl Io {
+    /// Keeps all output under `--max-output-mb`: dooms the readers furthest
+    /// behind until the total is back under seven eighths of the limit (the
+    /// headroom saves a scan of every connection on the next message).
+    fn shed(&mut self) {
+        let target = self.queues.max_total_output / 8 * 7;
+        while self.queues.total_output > target {
+            let Some((key, _)) = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.phase != Phase::Doomed)
+                .max_by_key(|(_, c)| c.out.pending())
+            else {
+                return;
+            };
+            let conn = &mut self.conns[key];
+            warn!(
+                "{}: all output buffers together over {} bytes, disconnecting the reader furthest behind ({} bytes pending)",
+                conn.peer,
+                self.queues.max_total_output,
+                conn.out.pending()
+            );
+            doom(key, conn, &mut self.queues);
+        }
+    }
+}
+
+impl Outbox for Io {
+    fn send(&mut self, to: ConnId, event: Event<'_>) {
+        let lang = self.lang;
+        let Some(conn) = self
+            .conns
+            .get_mut(to.key())
+            .filter(|c| c.id == to && c.phase != Phase::Doomed)
+        else {
+            return;
+        };
+        let rendered = &mut self.rendered[conn.dialect.kind()];
+        rendered.clear();
+        conn.dialect.render(lang, &event, rendered);
+        queue(to.key(), conn, rendered, &mut self.queues);
+        if self.queues.total_output > self.queues.max_total_output {
+            self.shed();
+        }
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        self.close_requests.push(conn);
+    }
+
+    fn submit(&mut self, job: AuthJob) {
+        self.worker.submit(job);
+    }
+
+    fn broadcast(&mut self, to: &[ConnId], except: ConnId, event: Event<'_>) {
+        let mut rendered = [false; Dialect::KINDS];
+        for &id in to {
+            if id == except {
+                continue;
+            }
+            let Some(conn) = self
+                .conns
+                .get_mut(id.key())
+                .filter(|c| c.id == id && c.phase != Phase::Doomed)
+            else {
+                continue;
+            };
+            let kind = conn.dialect.kind();
+            if !rendered[kind] {
+                rendered[kind] = true;
+                self.rendered[kind].clear();
+                conn.dialect
+                    .render(self.lang, &event, &mut self.rendered[kind]);
+            }
+            queue(id.key(), conn, &self.rendered[kind], &mut self.queues);
+            if self.queues.total_output > self.queues.max_total_output {
+                self.shed();
+            }
+        }
+    }
+}
+
+/// The running server.
+pub struct Server {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    signals: Signals,
+    chat: Chat,
+    io: Io,
+    config: ServerConfig,
+    /// Connections the server closed, with the moment they are dropped at the
+    /// latest, in order.
+    lingering: VecDeque<(Instant, ConnId)>,
+    /// Generation of the next connection: with the slab key, its [`ConnId`].
+    next_generation: u32,
+    /// Set while accepting is paused after accept errors.
+    accept_paused_until: Option<Instant>,
+    /// Connections are being refused for `--max-clients`: logged once.
+    refusing: bool,
+    /// When idle connections' output buffers are next released.
+    next_sweep: Instant,
+    /// Bytes of buffers freed since memory was last handed back to the OS.
+    freed_since_trim: usize,
+    /// Accepting ran out of descriptors and has not succeeded since: the
+    /// warning is logged once per episode, not once per connection.
+    out_of_descriptors: bool,
+    /// A descriptor held in reserve: when none is left, it is closed to
+    /// accept one waiting connection, tell it `SERVER_FULL` and close it, so
+    /// that clients are answered instead of waiting in the backlog.
+    reserve_fd: Option<File>,
+}
+
+impl Server {
+    /// Loads the accounts, binds the listener and starts the auth workers.
+    pub fn bind(config: ServerConfig) -> Result<Self, String> {
+        // First, so that a signal during start-up (loading the accounts,
+        // hashing the dummy password) waits for the loop instead of killing
+        // the process with a non-zero status.
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+            .map_err(|e| format!("cannot catch signals: {e}"))?;
+        let (store, accounts) = match &config.accounts {
+            Some(path) => {
+                let (file, accounts) = AccountFile::open(path).map_err(|e| e.to_string())?;
+                info!("accounts: {} ({} accounts)", path.display(), accounts.len());
+                (Some(file), accounts)
+            }
+            None => {
+                info!("accounts: in memory only (--accounts :memory:)");
+                (None, Vec::new())
+            }
+        };
+        let poll = Poll::new().map_err(|e| format!("cannot create poll: {e}"))?;
+        let waker = Arc::new(
+            Waker::new(poll.registry(), WAKER).map_err(|e| format!("cannot create waker: {e}"))?,
+        );
+        let wake = Arc::new(move || {
+            if let Err(e) = waker.wake() {
+                error!("cannot wake the event loop: {e}");
+            }
+        });
+        let worker = AuthWorker::spawn(config.auth_threads, store, config.hash_params, wake)?;
+        let mut listener = TcpListener::bind(config.addr)
+            .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+        // Listening again on a listening socket only updates its backlog.
+        // SAFETY: listen(2) on a descriptor we own; no memory is involved.
+        if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+            warn!(
+                "cannot raise the listen backlog: {}",
+                io::Error::last_os_error()
+            );
+        }
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the listening address: {e}"))?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(|e| format!("cannot register the listener: {e}"))?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| format!("cannot register signals: {e}"))?;
+        Ok(Self {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            signals,
+            chat: Chat::new(config.chat.clone(), accounts),
+            io: Io {
+                conns: Slab::new(),
+                queues: Queues {
+                    max_total_output: config.max_output,
+                    ..Queues::default()
+                },
+                lang: config.lang,
+                close_requests: Vec::new(),
+                worker,
+                rendered: Default::default(),
+            },
+            config,
+            lingering: VecDeque::new(),
+            next_generation: 0,
+            accept_paused_until: None,
+            out_of_descriptors: false,
+            refusing: false,
+            next_sweep: Instant::now() + SWEEP_EVERY,
+            freed_since_trim: 0,
+            reserve_fd: open_reserve(),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Runs until SIGINT or SIGTERM, then flushes for a bounded moment.
+    pub fn run(mut self) -> Result<(), String> {
+        info!(
+            "listening on {} (max {} clients, language {:?})",
+            self.local_addr, self.config.max_clients, self.config.lang
+        );
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = if self.io.queues.unread.is_empty() {
+                self.next_timeout(Instant::now())
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(format!("poll failed: {e}"));
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => self.finish_auth(now),
+                    SIGNALS => {
+                        if self.on_signals() {
+                            self.shutdown(&mut events);
+                            return Ok(());
+                        }
+                    }
+                    Token(key) => {
+                        if event.is_writable() {
+                            self.flush(key);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(key, now);
+                        }
+                    }
+                }
+            }
+            self.read_unread(now);
+            self.on_timers(now);
+            self.end_turn();
+        }
+    }
+
+    /// Handles pending signals; true when the server must stop.
+    fn on_signals(&mut self) -> bool {
+        let mut stop = false;
+        for signal in self.signals.pending() {
+            match signal {
+                SIGHUP => info!("SIGHUP received: nothing to reload, carrying on"),
+                _ => {
+                    info!("signal {signal} received, shutting down");
+                    stop = true;
+                }
+            }
+        }
+        stop
+    }
+
+    fn next_timeout(&self, now: Instant) -> Option<Duration> {
+        [
+            self.chat.next_deadline(),
+            self.lingering.front().map(|&(at, _)| at),
+            self.accept_paused_until,
+            Some(self.next_sweep),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(now))
+    }
+
+    /// Accepts until the backlog is empty.
+    fn accept(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        // Errors that are about one connection (ECONNABORTED, ...) are
+        // skipped; this many in a row means something else is wrong, and
+        // retrying at once would spin.
+        let mut errors_in_a_row = 0;
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let (socket, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    // The backlog is empty.
+                    return;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if out_of_descriptors(&e) => {
+                    if !self.refuse_with_reserve(&e) {
+                        self.accept_paused_until = Some(now + ACCEPT_RETRY);
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    errors_in_a_row += 1;
+                    if errors_in_a_row < 64 {
+                        debug!("accept failed: {e}");
+                        continue;
+                    }
+                    warn!("accept keeps failing: {e}; pausing accepts for a moment");
+                    self.accept_paused_until = Some(now + ACCEPT_RETRY);
+                    return;
+                }
+            };
+            errors_in_a_row = 0;
+            if self.out_of_descriptors {
+                self.out_of_descriptors = false;
+                info!("descriptors available again ({} open)", self.io.conns.len());
+            }
+            if self.io.conns.len() >= self.config.max_clients {
+                // Once per episode at warn, then quietly: a flood of refused
+                // connections must not flood the log too.
+                if self.refusing {
+                    debug!("{peer}: refused, server full");
+                } else {
+                    self.refusing = true;
+                    warn!(
+                        "{peer}: refused, server full ({} connections, --max-clients)",
+                        self.io.conns.len()
+                    );
+                }
+                refuse(socket, self.config.lang);
+                continue;
+            }
+            self.refusing = false;
+            self.open(socket, peer, Transport::Plain, Dialect::Line, now);
+        }
+    }
+
+    /// Out of descriptors: uses the reserve descriptor to accept one waiting
+    /// connection and tell it `SERVER_FULL`. Returns false when that is not
+    /// possible (no reserve, or the system itself is out), so the caller
+    /// pauses accepting instead of spinning.
+    fn refuse_with_reserve(&mut self, error: &io::Error) -> bool {
+        if !self.out_of_descriptors {
+            self.out_of_descriptors = true;
+            warn!(
+                "cannot accept: {error}; answering new connections SERVER_FULL until descriptors free up ({} open)",
+                self.io.conns.len()
+            );
+        }
+        let Some(reserve) = self.reserve_fd.take() else {
+            return false;
+        };
+        drop(reserve);
+        let accepted = self.listener.as_ref().map(|l| l.accept());
+        let answered = matches!(accepted, Some(Ok(_)));
+        self.reserve_fd = match accepted {
+            Some(Ok((socket, peer))) => {
+                debug!("{peer}: refused, out of descriptors");
+                refuse(socket, self.config.lang);
+                open_reserve()
+            }
+            _ => open_reserve(),
+        };
+        // Without a reserve, the next round could not answer anyone.
+        self.reserve_fd.is_some() && answered
+    }
+
+    /// Takes a new connection into the loop and the core.
+    fn open(
+        &mut self,
+        mut socket: TcpStream,
+        peer: SocketAddr,
+        transport: Transport,
+        dialect: Dialect,
+        now: Instant,
+    ) {
+        if let Err(e) = socket.set_nodelay(true) {
+            debug!("{peer}: cannot set TCP_NODELAY: {e}");
+        }
+        if let Err(e) = set_keepalive(socket.as_raw_fd()) {
+            debug!("{peer}: cannot set TCP keepalive: {e}");
+        }
+        let entry = self.io.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut socket, Token(key), Interest::READABLE)
+        {
+            warn!("{peer}: cannot register: {e}");
+            return;
+        }
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let id = ConnId::new(key, self.next_generation);
+        entry.insert(Connection::new(id, socket, peer, transport, dialect));
+        self.chat.connect(id, peer, now);
+        debug!("{peer}: connected as conn {key}");
+    }
+
+    /// Reads a connection until the socket would block or its budget is
+    /// spent, feeding whole lines to the core while it takes them.
+    fn read(&mut self, key: usize, now: Instant) {
+        let mut budget = READ_BUDGET;
+        loop {
+            self.feed(key, now);
+            let Some(conn) = self.io.conns.get_mut(key) else {
+                return;
+            };
+            match conn.phase {
+                Phase::Doomed | Phase::Held => return,
+                Phase::Closing => {
+                    self.discard_input(key);
+                    return;
+                }
+                Phase::Open => {}
+            }
+            if budget == 0 {
+                if !conn.queued_read {
+                    conn.queued_read = true;
+                    self.io.queues.unread.push(key);
+                }
+                return;
+            }
+            if conn.peer_eof {
+                // Everything the peer sent has been answered.
+                debug!("{}: closed by peer", conn.peer);
+                self.begin_close(key);
+                return;
+            }
+            match conn
+                .transport
+                .read(&mut conn.socket, &mut conn.lines, &mut conn.out)
+            {
+                Ok(0) => conn.peer_eof = true,
+                Ok(n) => budget = budget.saturating_sub(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("{}: read failed: {e}", conn.peer);
+                    self.drop_conn(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads again the connections that used up their budget last turn. Their
+    /// sockets may still hold data, and edge-triggered readiness will not say
+    /// so again.
+    fn read_unread(&mut self, now: Instant) {
+        for key in std::mem::take(&mut self.io.queues.unread) {
+            if let Some(conn) = self.io.conns.get_mut(key)
+                && conn.queued_read
+            {
+                conn.queued_read = false;
+                self.read(key, now);
+            }
+        }
+    }
+
+    /// Hands buffered lines to the connection's dialect, and so to the core,
+    /// until the core must wait or none are left.
+    fn feed(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.io.conns.get_mut(key) else {
+            return;
+        };
+        if conn.phase != Phase::Open {
+            return;
+        }
+        let id = conn.id;
+        let at_eof = conn.peer_eof;
+        // The buffer and dialect leave the connection while the core runs,
+        // because the core writes into the connections.
+        let mut lines = std::mem::take(&mut conn.lines);
+        let mut dialect = std::mem::replace(&mut conn.dialect, Dialect::Line);
+        let flow = dialect.feed(id, &mut lines, at_eof, &mut self.chat, now, &mut self.io);
+        if let Some(conn) = self.io.conns.get_mut(key) {
+            conn.lines = lines;
+            conn.dialect = dialect;
+            if flow == Flow::Held && conn.phase == Phase::Open {
+                conn.phase = Phase::Held;
+            }
+        }
+        self.settle();
+    }
+
+    /// Answers the core's close requests: each connection leaves the core at
+    /// once (its user goes offline now, not when the socket is finally
+    /// dropped) and is flushed and closed.
+    fn settle(&mut self) {
+        while let Some(id) = self.io.close_requests.pop() {
+            if self.io.conns.get(id.key()).is_some_and(|c| c.id == id) {
+                self.begin_close(id.key());
+            }
+        }
+    }
+
+    /// The server closes a connection: the core forgets it, its output is
+    /// flushed (bounded by [`LINGER`]), then it is shut down.
+    fn begin_close(&mut self, key: usize) {
+        let Some(conn) = self.io.conns.get_mut(key) else {
+            return;
+        };
+        match conn.phase {
+            Phase::Closing => return,
+            // Doomed: it is dropped at the end of the turn anyway.
+            Phase::Doomed => return,
+            Phase::Open | Phase::Held => {}
+        }
+        conn.phase = Phase::Closing;
+        conn.in_core = false;
+        let id = conn.id;
+        conn.transport.start_close(&mut conn.out);
+        if !conn.queued_flush {
+            conn.queued_flush = true;
+            self.io.queues.flush.push(key);
+        }
+        self.lingering.push_back((Instant::now() + LINGER, id));
+        self.chat.disconnect(id, &mut self.io);
+    }
+
+    /// Reads and throws away what a closing connection still sends, so that
+    /// closing it does not reset the connection before it read our last lines.
+    fn discard_input(&mut self, key: usize) {
+        let Some(conn) = self.io.conns.get_mut(key) else {
+            return;
+        };
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            match io::Read::read(&mut conn.socket, &mut chunk) {
+                Ok(0) => {
+                    conn.peer_eof = true;
+                    if conn.out.pending() == 0 {
+                        self.drop_conn(key);
+                    }
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.drop_conn(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes pending output; toggles WRITABLE interest when the buffer turns
+    /// empty or non-empty.
+    fn flush(&mut self, key: usize) {
+        let Some(conn) = self.io.conns.get_mut(key) else {
+            return;
+        };
+        conn.queued_flush = false;
+        if conn.phase == Phase::Doomed {
+            return;
+        }
+        match conn.transport.write(&mut conn.socket, &mut conn.out) {
+            Ok(n) => self.io.queues.total_output -= n,
+            Err(e) => {
+                debug!("{}: write failed: {e}", conn.peer);
+                self.drop_conn(key);
+                return;
+            }
+        }
+        if conn.out.pending() > 0 {
+            if !conn.writable_interest {
+                conn.writable_interest = true;
+                reregister(self.poll.registry(), conn, key);
+            }
+            return;
+        }
+        if conn.writable_interest {
+            conn.writable_interest = false;
+            reregister(self.poll.registry(), conn, key);
+        }
+        if conn.phase == Phase::Closing {
+            if conn.peer_eof {
+                self.drop_conn(key);
+            } else {
+                // Half-close, then wait (bounded) for the peer to finish.
+                let _ = conn.socket.shutdown(Shutdown::Write);
+                self.discard_input(key);
+            }
+        }
+    }
+
+    /// Removes a connection for good. If the core still knows it, its user
+    /// goes offline now.
+    fn drop_conn(&mut self, key: usize) {
+        let Some(conn) = self.io.conns.get_mut(key) else {
+            return;
+        };
+        if conn.phase != Phase::Doomed {
+            self.io.queues.total_output -= conn.out.pending();
+        }
+        // Nothing the core says from now on reaches it.
+        conn.phase = Phase::Doomed;
+        if conn.in_core {
+            conn.in_core = false;
+            let id = conn.id;
+            self.chat.disconnect(id, &mut self.io);
+        }
+        let mut conn = self.io.conns.remove(key);
+        if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
+            debug!("{}: deregister failed: {e}", conn.peer);
+        }
+        debug!("{}: connection closed", conn.peer);
+        self.freed_since_trim += conn.out.capacity();
+        if self.accept_paused_until.is_some() {
+            // A descriptor is free again.
+            self.accept_paused_until = Some(Instant::now());
+        }
+    }
+
+    /// Delivers finished hash jobs and resumes the connections they held up.
+    fn finish_auth(&mut self, now: Instant) {
+        while let Some(done) = self.io.worker.try_result() {
+            let resumed = self.chat.auth_done(done, &mut self.io);
+            self.settle();
+            if let Some(id) = resumed
+                && let Some(conn) = self.io.conns.get_mut(id.key())
+                && conn.id == id
+                && conn.phase == Phase::Held
+            {
+                conn.phase = Phase::Open;
+                self.read(id.key(), now);
+            }
+        }
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        self.chat.tick(now, &mut self.io);
+        self.settle();
+        while let Some(&(at, id)) = self.lingering.front() {
+            if at > now {
+                break;
+            }
+            self.lingering.pop_front();
+            if self.io.conns.get(id.key()).is_some_and(|c| c.id == id) {
+                self.drop_conn(id.key());
+            }
+        }
+        if self.next_sweep <= now {
+            self.next_sweep = now + SWEEP_EVERY;
+            for (_, conn) in self.io.conns.iter_mut() {
+                self.freed_since_trim += conn.out.sweep();
+            }
+            if self.freed_since_trim >= TRIM_AFTER {
+                self.freed_since_trim = 0;
+                release_free_memory();
+            }
+        }
+        if self.accept_paused_until.is_some_and(|at| at <= now) {
+            self.accept_paused_until = None;
+            self.accept(now);
+        }
+    }
+
+    /// Drops overflowed connections and writes out this turn's output.
+    fn end_turn(&mut self) {
+        // Dropping a connection can queue OFFLINE notices that overflow
+        // another, so loop until both lists are empty.
+        while !self.io.queues.doomed.is_empty() || !self.io.queues.flush.is_empty() {
+            while let Some(key) = self.io.queues.doomed.pop() {
+                if self
+                    .io
+                    .conns
+                    .get(key)
+                    .is_some_and(|c| c.phase == Phase::Doomed)
+                {
+                    self.drop_conn(key);
+                }
+            }
+            let flush = std::mem::take(&mut self.io.queues.flush);
+            for &key in &flush {
+                self.flush(key);
+            }
+            // Keep the list's allocation for the next turn.
+            if self.io.queues.flush.is_empty() {
+                self.io.queues.flush = flush;
+                self.io.queues.flush.clear();
+            }
+        }
+    }
+
+    /// Stops accepting and flushes what it can within [`SHUTDOWN_FLUSH`].
+    fn shutdown(&mut self, events: &mut Events) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.end_turn();
+        let deadline = Instant::now() + SHUTDOWN_FLUSH;
+        loop {
+            let pending = self.io.conns.iter().any(|(_, c)| c.out.pending() > 0);
+            let now = Instant::now();
+            if !pending || now >= deadline {
+                break;
+            }
+            if self.poll.poll(events, Some(deadline - now)).is_err() {
+                break;
+            }
+            let writable: Vec<usize> = events
+                .iter()
+                .filter(|e| e.is_writable())
+                .map(|e| e.token().0)
+                .collect();
+            for key in writable {
+                self.flush(key);
+            }
+        }
+        info!("stopped");
+    }
+}
+
+/// Tells a connection the server cannot take it, and lets it go.
+fn refuse(mut socket: TcpStream, lang: Lang) {
+    let mut line = Reply::ServerFull.text(lang).as_bytes().to_vec();
+    line.push(b'\n');
+    let _ = socket.write(&line);
+    let _ = socket.shutdown(Shutdown::Write);
+}
+
+/// The reserve descriptor (see [`Server::reserve_fd`]).
+fn open_reserve() -> Option<File> {
+    File::open("/dev/null")
+        .inspect_err(|e| warn!("cannot open a reserve descriptor: {e}"))
+        .ok()
+}
+
+/// Turns on TCP keepalive with the timings above.
+fn set_keepalive(fd: RawFd) -> io::Result<()> {
+    let options = [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES),
+    ];
+    for (level, name, value) in options {
+        // SAFETY: setsockopt reads exactly `size_of::<c_int>()` bytes from a
+        // live local; the descriptor is a socket we own.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Hands the allocator's free memory back to the OS. After a burst (many
+/// readers far behind, up to 1 MiB each) glibc keeps the freed heap, and the
+/// process would stay at its peak size long after the burst is over.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns unused heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+fn reregister(registry: &Registry, conn: &mut Connection, key: usize) {
+    let interest = if conn.writable_interest {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    if let Err(e) = registry.reregister(&mut conn.socket, Token(key), interest) {
+        debug!("{}: reregister failed: {e}", conn.peer);
+    }
+}
+
+/// Errors that mean the process or system ran out of descriptors or memory.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Raises the soft descriptor limit so `max_clients` connections fit, as far
+/// as the hard limit allows. Returns the limit now in force.
+pub fn raise_fd_limit(max_clients: usize) -> u64 {
+    // Room for the listener, the poll, the accounts file, logs and threads.
+    let wanted = max_clients as u64 + 64;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write/read only the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        warn!("cannot read the file descriptor limit");
+        return 0;
+    }
+    if limit.rlim_cur >= wanted {
+        return limit.rlim_cur;
+    }
+    let target = wanted.min(limit.rlim_max);
+    let raised = libc::rlimit {
+        rlim_cur: target,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: as above.
+    if target > limit.rlim_cur && unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        limit.rlim_cur = target;
+    }
+    if limit.rlim_cur < wanted {
+        warn!(
+            "file descriptor limit is {} (hard limit {}): fewer than --max-clients {} connections fit",
+            limit.rlim_cur, limit.rlim_max, max_clients
+        );
+    }
+    limit.rlim_cur
+}

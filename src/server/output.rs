@@ -1,0 +1,177 @@
+//! A connection's output: what the server has said and the peer has not read.
+//!
+//! Redis keeps a reply buffer per client and cuts off clients that fall too far
+//! behind; so do we. Appends are plain `extend_from_slice` (a broadcast to a
+//! thousand readers is a thousand appends and, at the end of the turn, one
+//! `write` each). The allocation is kept while the connection is busy (growing
+//! it back every turn would cost a `realloc` and page faults) and released by a
+//! periodic sweep once the connection has been idle for a whole sweep period.
+
+use std::io::{self, ErrorKind, Write};
+
+/// Bytes queued for one peer, with what was already written cut off the front.
+#[derive(Debug, Default)]
+pub struct OutputBuffer {
+    buf: Vec<u8>,
+    /// Bytes of `buf` before this offset are already written.
+    start: usize,
+    /// Something was appended since the last [`sweep`](Self::sweep).
+    used: bool,
+}
+
+impl OutputBuffer {
+    /// Bytes waiting to be written.
+    #[inline]
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Queues bytes. Limits are the caller's business: it knows the reader
+    /// and the server-wide total.
+    #[inline]
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        self.used = true;
+    }
+
+    /// The buffer itself, for a transport that encodes straight into it.
+    #[inline]
+    pub fn buf_mut(&mut self) -> &mut Vec<u8> {
+        self.used = true;
+        &mut self.buf
+    }
+
+    /// Writes as much as `sink` takes now. Returns the bytes written; stops
+    /// without error when the sink would block or everything is written.
+    pub fn write_to(&mut self, sink: &mut impl Write) -> io::Result<usize> {
+        let mut written = 0;
+        while self.start < self.buf.len() {
+            match sink.write(&self.buf[self.start..]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.start += n;
+                    written += n;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.start == self.buf.len() {
+            // Keep the allocation for the next turn; the sweep frees it.
+            self.buf.clear();
+            self.start = 0;
+        }
+        Ok(written)
+    }
+
+    /// Called every sweep period: frees the allocation of a buffer that is
+    /// empty and received nothing since the last sweep. Returns the bytes
+    /// freed.
+    pub fn sweep(&mut self) -> usize {
+        let idle = !self.used;
+        self.used = false;
+        if idle && self.pending() == 0 && self.buf.capacity() > 0 {
+            let freed = self.buf.capacity();
+            self.buf = Vec::new();
+            self.start = 0;
+            freed
+        } else {
+            0
+        }
+    }
+
+    /// Bytes of memory held.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink that takes at most `room` bytes, then would block.
+    struct Pipe {
+        taken: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Pipe {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            let n = bytes.len().min(self.room).min(3);
+            self.taken.extend_from_slice(&bytes[..n]);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_writes_keep_order_and_pending_counts_down() {
+        let mut out = OutputBuffer::default();
+        out.push(b"hello ");
+        out.push(b"world\n");
+        assert_eq!(out.pending(), 12);
+        let mut pipe = Pipe {
+            taken: Vec::new(),
+            room: 7,
+        };
+        assert_eq!(out.write_to(&mut pipe).unwrap(), 7);
+        assert_eq!(out.pending(), 5);
+        out.push(b"more\n");
+        pipe.room = 100;
+        assert_eq!(out.write_to(&mut pipe).unwrap(), 10);
+        assert_eq!(pipe.taken, b"hello world\nmore\n");
+        assert_eq!(out.pending(), 0);
+    }
+
+    #[test]
+    fn write_errors_and_zero_writes_are_reported() {
+        struct Broken(Option<io::Error>);
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                self.0.take().map_or(Ok(0), Err)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut out = OutputBuffer::default();
+        out.push(b"x");
+        let reset = io::Error::from(ErrorKind::ConnectionReset);
+        assert_eq!(
+            out.write_to(&mut Broken(Some(reset))).unwrap_err().kind(),
+            ErrorKind::ConnectionReset
+        );
+        assert_eq!(
+            out.write_to(&mut Broken(None)).unwrap_err().kind(),
+            ErrorKind::WriteZero
+        );
+        assert_eq!(out.pending(), 1);
+    }
+
+    #[test]
+    fn sweep_frees_only_idle_empty_buffers() {
+        let mut out = OutputBuffer::default();
+        out.push(&[0; 1000]);
+        let mut sink = Vec::new();
+        out.write_to(&mut sink).unwrap();
+        // Used since the last sweep: kept.
+        assert_eq!(out.sweep(), 0);
+        assert!(out.capacity() >= 1000);
+        // Idle for a whole period: freed.
+        assert!(out.sweep() >= 1000);
+        assert_eq!(out.capacity(), 0);
+        // Pending output is never freed.
+        out.push(b"waiting");
+        out.sweep();
+        assert_eq!(out.sweep(), 0);
+        assert_eq!(out.pending(), 7);
+    }
+}
