@@ -99,16 +99,28 @@ pub trait Outbox {
     /// Start slow work; its [`AuthDone`] comes back through [`Chat::auth_done`].
     fn submit(&mut self, job: AuthJob);
 
-    /// Tell every connection in `to` but `except` the same thing. The hot
+    /// Tell every connection of `to` but `except` the same thing. The hot
     /// path of a chat server: an implementation renders the event once per
-    /// dialect and copies it to each reader in one tight loop.
-    fn broadcast(&mut self, to: &[ConnId], except: ConnId, event: Event<'_>) {
-        for &conn in to {
+    /// dialect, and may gather consecutive broadcasts to the same audience
+    /// into one copy per reader (then any other call on the outbox, and the
+    /// end of the core's call, must deliver what it gathered first).
+    fn broadcast(&mut self, to: Audience<'_>, except: ConnId, event: Event<'_>) {
+        for &conn in to.conns {
             if conn != except {
                 self.send(conn, event);
             }
         }
     }
+}
+
+/// Who a broadcast goes to: every logged-in connection, and a version number
+/// that changes whenever that set does, so an outbox can tell two broadcasts
+/// to the same audience apart from two to different ones without comparing
+/// the lists.
+#[derive(Debug, Clone, Copy)]
+pub struct Audience<'a> {
+    pub conns: &'a [ConnId],
+    pub version: u64,
 }
 
 /// Settings the core needs.
@@ -202,6 +214,8 @@ pub struct Chat {
     /// The connections of `online`, unordered: what a broadcast walks, since
     /// walking a plain slice costs a fraction of walking the map.
     online_conns: Vec<ConnId>,
+    /// Bumped on every change of `online_conns` (see [`Audience`]).
+    online_version: u64,
     /// Login deadlines in the order they were set; the timeout is the same for
     /// all, so this is also deadline order. Stale entries are skipped.
     deadlines: VecDeque<(Instant, ConnId)>,
@@ -220,6 +234,7 @@ impl Chat {
                 .collect(),
             online: BTreeMap::new(),
             online_conns: Vec::new(),
+            online_version: 0,
             deadlines: VecDeque::new(),
             pending_jobs: 0,
         }
@@ -389,7 +404,11 @@ impl Chat {
             },
             Command::Message(text) => {
                 let from = logged_in.as_deref().unwrap_or_default();
-                out.broadcast(&self.online_conns, id, Event::Chat { from, text });
+                let to = Audience {
+                    conns: &self.online_conns,
+                    version: self.online_version,
+                };
+                out.broadcast(to, id, Event::Chat { from, text });
             }
         }
     }
@@ -487,6 +506,7 @@ impl Chat {
                     info!("{peer}: {name} logged in");
                     self.online.insert(name, id);
                     self.online_conns.push(id);
+                    self.online_version += 1;
                     out.send(id, Event::Reply(Reply::LoginOk));
                 }
             }
@@ -548,7 +568,12 @@ impl Chat {
         if let Some(at) = self.online_conns.iter().position(|&c| c == gone) {
             self.online_conns.swap_remove(at);
         }
-        out.broadcast(&self.online_conns, gone, Event::Offline(user));
+        self.online_version += 1;
+        let to = Audience {
+            conns: &self.online_conns,
+            version: self.online_version,
+        };
+        out.broadcast(to, gone, Event::Offline(user));
     }
 
     fn session(&self, id: ConnId) -> Option<&Session> {

@@ -45,6 +45,9 @@ impl Transport {
     }
 
     /// Queues one message of the dialect (a line, or a prompt) for the peer.
+    /// It adds exactly `message.len()` to `out.pending()`, which the loop's
+    /// accounting of output relies on: a transport whose wire form differs
+    /// in size stages the message and encodes it in [`write`](Self::write).
     #[inline]
     pub fn encode(&mut self, message: &[u8], out: &mut OutputBuffer) {
         match self {
