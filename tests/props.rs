@@ -141,26 +141,50 @@ fn nasty_bytes() -> impl Strategy<Value = Vec<u8>> {
         1 => Just(b"\xff".to_vec()),
         1 => (0u8..0x20).prop_map(|b| vec![b]),
         1 => Just(b"\x7f".to_vec()),
+        2 => prop::sample::select(HIDING.to_vec()).prop_map(|c| c.to_string().into_bytes()),
     ];
     vec(piece, 0..10).prop_map(|p| p.concat())
+}
+
+/// The characters that reorder or hide text (SPEC section 1), written out here
+/// rather than taken from the code under test.
+const HIDING: [char; 13] = [
+    '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}',
+    '\u{2069}', '\u{2028}', '\u{2029}', '\u{200B}', '\u{FEFF}',
+];
+
+/// What may never come out of `clean_line`.
+fn forbidden(c: char) -> bool {
+    (c.is_control() && c != '\t') || HIDING.contains(&c)
+}
+
+/// Arbitrary text with a high share of the hiding characters mixed in.
+fn text_with_hiding() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        2 => any::<String>(),
+        1 => prop::sample::select(HIDING.to_vec()).prop_map(String::from),
+    ];
+    vec(piece, 0..8).prop_map(|p| p.concat())
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn clean_line_leaves_no_control_but_tab(raw in nasty_bytes()) {
+    fn clean_line_leaves_no_forbidden_character(raw in nasty_bytes()) {
         let text = clean_line(&raw);
         for c in text.chars() {
-            prop_assert!(!c.is_control() || c == '\t', "{c:?} left in {text:?}");
+            prop_assert!(!forbidden(c), "{c:?} left in {text:?}");
         }
     }
 
-    /// Text that is already clean passes unchanged.
+    /// Text that is already clean passes unchanged; forbidden characters are
+    /// removed and nothing else is.
     #[test]
-    fn clean_line_keeps_clean_text(text in any::<String>()) {
-        let clean: String = text.chars().filter(|&c| !c.is_control() || c == '\t').collect();
+    fn clean_line_removes_exactly_the_forbidden(text in text_with_hiding()) {
+        let clean: String = text.chars().filter(|&c| !forbidden(c)).collect();
         prop_assert_eq!(clean_line(clean.as_bytes()), clean.as_str());
+        prop_assert_eq!(clean_line(text.as_bytes()), clean.as_str());
     }
 
     #[test]

@@ -200,15 +200,33 @@ fn strip_telnet(raw: &[u8]) -> Cow<'_, [u8]> {
 }
 
 /// True for characters that must never reach another user's terminal: C0
-/// controls except TAB, DEL, and C1 controls.
+/// controls except TAB, DEL and C1 controls (escape sequences, bells), and the
+/// characters that reorder or hide text so a message can pretend to say what it
+/// does not: the bidirectional embedding, override and isolate controls
+/// (U+202A-U+202E, U+2066-U+2069), the line and paragraph separators (U+2028,
+/// U+2029), the zero-width space (U+200B) and the byte order mark / zero-width
+/// no-break space (U+FEFF).
 pub fn is_forbidden_control(c: char) -> bool {
-    c != '\t' && c.is_control()
+    if c.is_ascii() {
+        return c != '\t' && c.is_ascii_control();
+    }
+    c.is_control()
+        || matches!(
+            c,
+            '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{200B}'
+                | '\u{FEFF}'
+        )
 }
 
 /// Turns a raw line into clean text: telnet sequences removed, UTF-8 decoded
-/// lossily, control characters removed. Trimming is left to the caller, which
-/// needs the untrimmed text to find where a `send-to` message begins. A line
-/// that is already clean (nearly every line) is borrowed, not copied.
+/// lossily, forbidden characters ([`is_forbidden_control`]) removed. Trimming
+/// is left to the caller, which needs the untrimmed text to find where a
+/// `send-to` message begins. A line that is already clean (nearly every line)
+/// is borrowed, not copied.
 pub fn clean_line(raw: &[u8]) -> Cow<'_, str> {
     // Fast path for the common line: printable ASCII (and TAB) needs nothing
     // removed and is valid UTF-8 as it is.
@@ -364,5 +382,24 @@ mod tests {
     #[test]
     fn clean_handles_unterminated_subnegotiation() {
         assert_eq!(clean_line(b"ok\xff\xfa\x18junk"), "ok");
+    }
+
+    #[test]
+    fn clean_removes_text_reordering_and_hiding_characters() {
+        // A right-to-left override makes "txt.exe" look like "exe.txt".
+        assert_eq!(
+            clean_line("see \u{202E}txt.exe\u{202C}!".as_bytes()),
+            "see txt.exe!"
+        );
+        let hidden: String = [
+            '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
+            '\u{2068}', '\u{2069}', '\u{2028}', '\u{2029}', '\u{200B}', '\u{FEFF}',
+        ]
+        .iter()
+        .collect();
+        assert_eq!(clean_line(format!("a{hidden}b").as_bytes()), "ab");
+        // Their neighbours stay: ZWNJ/ZWJ (needed by some scripts), LRM, U+2065, U+2070.
+        let kept = "\u{200C}\u{200D}\u{200E}\u{2070}\u{2065}";
+        assert_eq!(clean_line(kept.as_bytes()), kept);
     }
 }
