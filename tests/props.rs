@@ -9,7 +9,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use chat::core::chat::{AuthDone, AuthJob, AuthOutcome, Chat, ChatConfig, ConnId, Outbox, Ticket};
-use chat::wire::framing::{Frame, LineBuffer, MAX_LINE, clean_line};
+use chat::wire::framing::{Frame, LineBuffer, MAX_LINE, clean_line, strip_line_end};
 use chat::wire::protocol::Command;
 
 // ---------------------------------------------------------------------------
@@ -210,6 +210,29 @@ proptest! {
             }
             _ => {}
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Line ends
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// `strip_line_end` is what the buffer does to a line.
+    #[test]
+    fn strip_line_end_agrees_with_the_buffer(line in vec(prop_oneof![
+        3 => any::<u8>(), 1 => Just(b'\r'),
+    ], 0..20).prop_filter("one line", |l| !l.contains(&b'\n'))) {
+        let mut terminated = line.clone();
+        terminated.push(b'\n');
+        let mut buffer = LineBuffer::new();
+        buffer.extend(&terminated);
+        prop_assert_eq!(buffer.next_frame(), Some(Frame::Line(strip_line_end(&terminated))));
+        let mut buffer = LineBuffer::new();
+        buffer.extend(&line);
+        let expected = (!line.is_empty()).then(|| Frame::Line(strip_line_end(&line)));
+        prop_assert_eq!(buffer.take_unterminated(), expected);
     }
 }
 

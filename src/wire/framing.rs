@@ -32,6 +32,19 @@ pub enum Frame<'a> {
     TooLong,
 }
 
+/// Removes the end of one line: a trailing `\n` if there is one, then one `\r`
+/// right before it (or at the very end, for a last line that had no `\n`).
+///
+/// This is the single definition of a line end, used by [`LineBuffer`] for every
+/// line it hands out and by the client for every line it receives, so both
+/// sides agree on what a line is: `"a\r\n"` and `"a\n"` and `"a\r"` give `"a"`,
+/// `"a\r\r\n"` gives `"a\r"` (only one `\r` belongs to the terminator), and a
+/// `\r` that is not last is left alone.
+pub fn strip_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
 /// Splits a connection's byte stream into lines, enforcing [`MAX_LINE`].
 ///
 /// Bytes go in with [`extend`](Self::extend) and lines come out with
@@ -91,10 +104,7 @@ impl LineBuffer {
                 Some(at) => {
                     let begin = self.start;
                     self.start += at + 1;
-                    let mut line = &self.buf[begin..begin + at];
-                    if let [rest @ .., b'\r'] = line {
-                        line = rest;
-                    }
+                    let line = strip_line_end(&self.buf[begin..self.start]);
                     if line.len() > MAX_LINE {
                         Some(Frame::TooLong)
                     } else {
@@ -123,10 +133,7 @@ impl LineBuffer {
         }
         let begin = self.start;
         self.start = self.buf.len();
-        let mut line = &self.buf[begin..];
-        if let [rest @ .., b'\r'] = line {
-            line = rest;
-        }
+        let line = strip_line_end(&self.buf[begin..]);
         if line.len() > MAX_LINE {
             Some(Frame::TooLong)
         } else {
@@ -401,5 +408,17 @@ mod tests {
         // Their neighbours stay: ZWNJ/ZWJ (needed by some scripts), LRM, U+2065, U+2070.
         let kept = "\u{200C}\u{200D}\u{200E}\u{2070}\u{2065}";
         assert_eq!(clean_line(kept.as_bytes()), kept);
+    }
+
+    #[test]
+    fn strip_line_end_removes_one_terminator() {
+        assert_eq!(strip_line_end(b"a\r\n"), b"a");
+        assert_eq!(strip_line_end(b"a\n"), b"a");
+        assert_eq!(strip_line_end(b"a\r"), b"a");
+        assert_eq!(strip_line_end(b"a\r\r\n"), b"a\r");
+        assert_eq!(strip_line_end(b"a\n\n"), b"a\n");
+        assert_eq!(strip_line_end(b"a\rb"), b"a\rb");
+        assert_eq!(strip_line_end(b"\r\n"), b"");
+        assert_eq!(strip_line_end(b""), b"");
     }
 }
