@@ -492,6 +492,13 @@ impl Server {
                 Ok(n) => {
                     conn.lines.extend(&self.scratch[..n]);
                     budget = budget.saturating_sub(n);
+                    if !conn.lines.telnet_replies().is_empty() {
+                        // Telnet shows nothing more until its options are
+                        // answered, and sends no newline after them (SPEC 1).
+                        let replies = conn.lines.telnet_replies().to_vec();
+                        conn.lines.clear_telnet_replies();
+                        self.io.send(id, &replies);
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}

@@ -9,7 +9,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use chat::core::chat::{AuthDone, AuthJob, AuthOutcome, Chat, ChatConfig, ConnId, Outbox, Ticket};
-use chat::wire::framing::{Frame, LineBuffer, MAX_LINE, clean_line, strip_line_end};
+use chat::wire::framing::{Frame, LineBuffer, MAX_LINE, READ_CHUNK, clean_line, strip_line_end};
 use chat::wire::protocol::Command;
 
 // ---------------------------------------------------------------------------
@@ -214,10 +214,159 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------
-// Line ends
+// Telnet refusals and reading straight into the buffer
+
+const IAC: u8 = 0xFF;
+
+/// The refusals SPEC section 1 asks for, computed over the whole stream at
+/// once: `DO x` gets `WONT x`, `WILL x` gets `DONT x`; a subnegotiation runs
+/// to `IAC SE` or the end of its line.
+fn replies_reference(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] != IAC {
+            i += 1;
+            continue;
+        }
+        match s.get(i + 1) {
+            None => break,
+            Some(&cmd @ 0xFB..=0xFE) => {
+                match (cmd, s.get(i + 2)) {
+                    (0xFD, Some(&opt)) => out.extend_from_slice(&[IAC, 0xFC, opt]),
+                    (0xFB, Some(&opt)) => out.extend_from_slice(&[IAC, 0xFE, opt]),
+                    _ => {}
+                }
+                i += 3;
+            }
+            Some(&0xFA) => {
+                let body = &s[i + 2..];
+                let end = (0..body.len()).find(|&p| {
+                    body[p] == b'\n' || (body[p] == IAC && body.get(p + 1) == Some(&0xF0))
+                });
+                i = match end {
+                    Some(p) if body[p] == b'\n' => i + 2 + p + 1,
+                    Some(p) => i + 2 + p + 2,
+                    None => s.len(),
+                };
+            }
+            Some(_) => i += 2,
+        }
+    }
+    out
+}
+
+/// Streams dense in telnet commands, cut lines and subnegotiations.
+fn telnet_stream() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        3 => vec(any::<u8>(), 0..12),
+        2 => "[ -~]{0,10}".prop_map(String::into_bytes),
+        1 => Just(b"\n".to_vec()),
+        1 => Just(b"\r\n".to_vec()),
+        3 => (0xFBu8..=0xFE, any::<u8>()).prop_map(|(cmd, opt)| vec![IAC, cmd, opt]),
+        1 => Just(b"\xff\xf4\xff\xfd\x06".to_vec()),
+        1 => Just(b"\xff\xff".to_vec()),
+        1 => Just(b"\xff".to_vec()),
+        1 => Just(b"\xff\xfa\x18\x00xterm\xff\xf0".to_vec()),
+        1 => Just(b"\xff\xfa".to_vec()),
+        1 => Just(b"\xff\xf0".to_vec()),
+        1 => (MAX_LINE - 2..MAX_LINE + 3).prop_map(|n| vec![b'x'; n]),
+    ];
+    vec(piece, 0..24).prop_map(|p| p.concat())
+}
+
+/// A reader that hands out `data` in the given piece sizes, now and then
+/// saying `WouldBlock` (as a non-blocking socket does between bursts).
+struct Pieces<'a> {
+    data: &'a [u8],
+    sizes: &'a [usize],
+    block: &'a [bool],
+    calls: usize,
+}
+
+impl std::io::Read for Pieces<'_> {
+    fn read(&mut self, dst: &mut [u8]) -> std::io::Result<usize> {
+        let call = self.calls;
+        self.calls += 1;
+        if self.block.get(call).copied().unwrap_or(false) {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let size = self.sizes.get(call).copied().unwrap_or(usize::MAX).max(1);
+        let n = size.min(dst.len()).min(self.data.len());
+        dst[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+/// Everything a buffer yields for `stream` read through `read_from`: frames
+/// and telnet replies, drained after every read as the server does.
+fn read_all(stream: &[u8], sizes: &[usize], block: &[bool]) -> (Vec<Owned>, Vec<u8>) {
+    let mut src = Pieces {
+        data: stream,
+        sizes,
+        block,
+        calls: 0,
+    };
+    let mut buffer = LineBuffer::new();
+    let (mut frames, mut replies) = (Vec::new(), Vec::new());
+    loop {
+        match buffer.read_from(&mut src) {
+            Ok(0) => break,
+            Ok(n) => assert!(n <= READ_CHUNK),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+        }
+        replies.extend_from_slice(buffer.telnet_replies());
+        buffer.clear_telnet_replies();
+        while let Some(frame) = buffer.next_frame() {
+            frames.push(own(frame));
+        }
+    }
+    if let Some(frame) = buffer.take_unterminated() {
+        frames.push(own(frame));
+    }
+    (frames, replies)
+}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// However a stream is cut into reads, the telnet refusals are those of
+    /// the whole stream, in order, and the frames do not change.
+    #[test]
+    fn telnet_replies_do_not_depend_on_chunking(
+        stream in telnet_stream(),
+        cuts in vec(prop_oneof![4 => 1usize..4, 2 => 1usize..40, 1 => 1usize..5000], 0..200),
+        block in vec(prop::bool::weighted(0.2), 0..200),
+    ) {
+        let reference = replies_reference(&stream);
+        // One extend of everything.
+        let mut whole = LineBuffer::new();
+        whole.extend(&stream);
+        prop_assert_eq!(whole.telnet_replies(), &reference[..]);
+        // Chunked extends, replies collected after each (some left to pile up).
+        let mut chunked = LineBuffer::new();
+        let mut got = Vec::new();
+        let mut at = 0;
+        for (i, size) in cuts.iter().chain(std::iter::repeat(&7)).enumerate() {
+            if at >= stream.len() {
+                break;
+            }
+            let end = (at + size).min(stream.len());
+            chunked.extend(&stream[at..end]);
+            if block.get(i).copied().unwrap_or(true) {
+                got.extend_from_slice(chunked.telnet_replies());
+                chunked.clear_telnet_replies();
+            }
+            at = end;
+        }
+        got.extend_from_slice(chunked.telnet_replies());
+        prop_assert_eq!(&got, &reference);
+        // Straight reads in odd pieces with WouldBlock between them.
+        let (frames, replies) = read_all(&stream, &cuts, &block);
+        prop_assert_eq!(&replies, &reference);
+        prop_assert_eq!(&frames, &frames_chunked(&stream, &[stream.len().max(1)], &[true]));
+    }
 
     /// `strip_line_end` is what the buffer does to a line.
     #[test]
