@@ -386,6 +386,34 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------
+// Mistyped keywords
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// `login` / `regist` in any other case is a mistyped keyword, never chat.
+    #[test]
+    fn mistyped_keywords_are_never_messages(
+        word in prop_oneof![Just("login"), Just("regist")],
+        flips in vec(any::<bool>(), 6),
+        rest in prop_oneof![Just(String::new()), " [ -~]{0,20}".boxed()],
+    ) {
+        let typed: String = word
+            .chars()
+            .zip(&flips)
+            .map(|(c, &up)| if up { c.to_ascii_uppercase() } else { c })
+            .collect();
+        let line = format!("{typed}{rest}");
+        let parsed = Command::parse(&line);
+        if typed == word {
+            prop_assert!(matches!(parsed, Command::Login(_) | Command::Regist(_)));
+        } else {
+            prop_assert_eq!(parsed, Command::MistypedKeyword);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The chat core
 
 /// What the core did, in order.

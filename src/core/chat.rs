@@ -293,6 +293,10 @@ impl Chat {
             _ if logged_in.is_none() => {
                 out.send(conn, Reply::LoginFirst.line(lang).as_bytes());
             }
+            // Logged in (the arm above took the rest): never relayed.
+            Command::MistypedKeyword => {
+                out.send(conn, Reply::BadCommand.line(lang).as_bytes());
+            }
             Command::Logout => {
                 session.user = None;
                 let deadline = now + login_timeout;

@@ -210,6 +210,10 @@ pub enum Command<'a> {
     SendTo(Option<(&'a str, &'a str)>),
     /// `list-user`; `false` when more words follow.
     ListUser(bool),
+    /// The first word is `login` or `regist` in another letter case (`Login`,
+    /// `REGIST`): a mistyped command, most likely followed by a password, so it
+    /// is never relayed as chat.
+    MistypedKeyword,
     /// Any other line: its whole trimmed text is a broadcast.
     Message(&'a str),
 }
@@ -250,8 +254,20 @@ fn first_word(s: &str) -> (&str, &str) {
     }
 }
 
+/// `login` or `regist` in a letter case other than the real one. The length
+/// test first keeps this off the path of ordinary chat words.
+fn is_mistyped_keyword(word: &str) -> bool {
+    match word.len() {
+        5 => word.eq_ignore_ascii_case("login"),
+        6 => word.eq_ignore_ascii_case("regist"),
+        _ => false,
+    }
+}
+
 impl<'a> Command<'a> {
-    /// Parses a cleaned line. Words are case-sensitive, as in the seed.
+    /// Parses a cleaned line. Words are case-sensitive, as in the seed, except
+    /// that `login` / `regist` in another case is [`Command::MistypedKeyword`]
+    /// (the exact spelling never reaches that arm).
     pub fn parse(line: &'a str) -> Self {
         let line = line.trim();
         if !may_start_with_keyword(line) {
@@ -278,6 +294,7 @@ impl<'a> Command<'a> {
                     Command::SendTo(Some((target, text)))
                 }
             }
+            _ if is_mistyped_keyword(word) => Command::MistypedKeyword,
             _ => Command::Message(line),
         }
     }
@@ -343,8 +360,16 @@ mod tests {
             Command::parse("  Aku  sayang kamu "),
             Message("Aku  sayang kamu")
         );
-        // Case-sensitive, as in the seed.
-        assert_eq!(Command::parse("LOGIN a b"), Message("LOGIN a b"));
+        // Case-sensitive, as in the seed; but login/regist in another case is
+        // a mistyped command, never chat (it may carry a password).
+        assert_eq!(Command::parse("LOGIN a b"), MistypedKeyword);
+        assert_eq!(Command::parse("Login"), MistypedKeyword);
+        assert_eq!(Command::parse("  reGist a b c"), MistypedKeyword);
+        assert_eq!(Command::parse("REGIST\tx y"), MistypedKeyword);
+        assert_eq!(Command::parse("Logins a b"), Message("Logins a b"));
+        assert_eq!(Command::parse("HELP"), Message("HELP"));
+        assert_eq!(Command::parse("Registered"), Message("Registered"));
+        assert_eq!(Command::parse("LOGİN a b"), Message("LOGİN a b"));
         // Around the fast path for long first words.
         assert_eq!(Command::parse("list-userX a"), Message("list-userX a"));
         assert_eq!(Command::parse("list-user\ta"), ListUser(false));
