@@ -10,7 +10,7 @@ use proptest::prelude::*;
 
 use chat::core::chat::{AuthDone, AuthJob, AuthOutcome, Chat, ChatConfig, ConnId, Outbox, Ticket};
 use chat::wire::framing::{Frame, LineBuffer, MAX_LINE, READ_CHUNK, clean_line, strip_line_end};
-use chat::wire::protocol::Command;
+use chat::wire::protocol::{Command, name_skeleton};
 
 // ---------------------------------------------------------------------------
 // Framing
@@ -386,10 +386,74 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------
-// Mistyped keywords
+// Look-alike names and mistyped keywords
+
+/// The look-alike rule of SPEC section 2, as a reference: same length, and
+/// each pair of characters equal ignoring ASCII case or both in one of the
+/// groups l/I/1 (any case) and O/0.
+fn look_alike(a: &str, b: &str) -> bool {
+    let group = |c: char| -> Option<u8> {
+        match c {
+            'l' | 'L' | 'i' | 'I' | '1' => Some(1),
+            'o' | 'O' | '0' => Some(2),
+            _ => None,
+        }
+    };
+    a.chars().count() == b.chars().count()
+        && a.chars().zip(b.chars()).all(|(x, y)| {
+            x.eq_ignore_ascii_case(&y) || (group(x).is_some() && group(x) == group(y))
+        })
+}
+
+/// Names from a small alphabet rich in look-alike letters, so that equal
+/// skeletons are common.
+fn lookalike_name() -> impl Strategy<Value = String> {
+    "[lLiI1oO0aAbB_-]{1,6}"
+}
+
+/// The same name with each character swapped for an arbitrary look-alike.
+fn disguise(name: &str, picks: &[u8]) -> String {
+    name.chars()
+        .zip(picks.iter().cycle())
+        .map(|(c, &pick)| {
+            let choices: &[char] = match c {
+                'l' | 'L' | 'i' | 'I' | '1' => &['l', 'L', 'i', 'I', '1'],
+                'o' | 'O' | '0' => &['o', 'O', '0'],
+                c if c.is_ascii_alphabetic() => {
+                    return if pick % 2 == 0 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c.to_ascii_lowercase()
+                    };
+                }
+                _ => return c,
+            };
+            choices[usize::from(pick) % choices.len()]
+        })
+        .collect()
+}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Equal skeletons exactly when the rule says the names look alike.
+    #[test]
+    fn name_skeleton_matches_the_look_alike_rule(a in lookalike_name(), b in lookalike_name()) {
+        prop_assert_eq!(name_skeleton(&a) == name_skeleton(&b), look_alike(&a, &b), "{} {}", a, b);
+    }
+
+    /// A disguised name always shares its skeleton (any valid name).
+    #[test]
+    fn a_disguise_is_always_caught(
+        name in "[A-Za-z0-9_-]{1,32}",
+        picks in vec(any::<u8>(), 1..32),
+    ) {
+        let fake = disguise(&name, &picks);
+        prop_assert!(look_alike(&name, &fake));
+        prop_assert_eq!(name_skeleton(&fake), name_skeleton(&name));
+        // An equivalence: the skeleton of a skeleton is itself.
+        prop_assert_eq!(name_skeleton(&name_skeleton(&name)), name_skeleton(&name));
+    }
 
     /// `login` / `regist` in any other case is a mistyped keyword, never chat.
     #[test]

@@ -322,6 +322,23 @@ pub fn valid_password(password: &str) -> bool {
     (1..=128).contains(&password.len()) && !password.chars().any(char::is_whitespace)
 }
 
+/// The look-alike form of a username: two names look alike exactly when their
+/// skeletons are equal. ASCII letters are lowercased, then `i`, `l` and `1`
+/// become one letter (`l`) and `o` and `0` another (`o`), so `Alice`, `ALICE`,
+/// `aIice` and `a1ice` all share the skeleton `allce`. Names are still matched
+/// exactly for login; the skeleton only stops a new name that a reader could
+/// take for an existing one. Characters outside ASCII are kept as they are
+/// (valid names have none).
+pub fn name_skeleton(name: &str) -> String {
+    name.chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            'i' | 'l' | '1' => 'l',
+            'o' | '0' => 'o',
+            c => c,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +399,19 @@ mod tests {
             SendTo(Some(("bob", "hi")))
         );
         assert_eq!(Command::parse("quit\u{3000}"), Quit);
+    }
+
+    #[test]
+    fn look_alike_names_share_a_skeleton() {
+        let alice = name_skeleton("alice");
+        for name in ["Alice", "ALICE", "aIice", "a1ice", "AL1CE", "a1Ice"] {
+            assert_eq!(name_skeleton(name), alice, "{name}");
+        }
+        assert_eq!(name_skeleton("b0b"), name_skeleton("BOB"));
+        assert_eq!(name_skeleton("client_a"), "cllent_a");
+        assert_ne!(name_skeleton("alice"), name_skeleton("alise"));
+        assert_ne!(name_skeleton("bob"), name_skeleton("bab"));
+        assert_ne!(name_skeleton("ali"), name_skeleton("alio"));
     }
 
     #[test]
