@@ -380,6 +380,10 @@ impl Chat {
                 },
             },
             _ if logged_in.is_none() => out.send(id, Event::Reply(Reply::LoginFirst)),
+            // Logged in (the arm above took the rest): `Login`, `REGIST` and
+            // the like are never relayed, lest a mistyped login broadcast a
+            // password.
+            Command::MistypedKeyword => out.send(id, Event::Reply(Reply::BadCommand)),
             Command::Logout => {
                 session.user = None;
                 let deadline = now + login_timeout;

@@ -659,7 +659,16 @@ impl Server {
                 .read(&mut conn.socket, &mut conn.lines, &mut conn.out)
             {
                 Ok(0) => conn.peer_eof = true,
-                Ok(n) => budget = budget.saturating_sub(n),
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    if !conn.lines.telnet_replies().is_empty() {
+                        // Telnet shows nothing more until its options are
+                        // answered, and sends no newline after them (SPEC 1).
+                        let replies = conn.lines.telnet_replies().to_vec();
+                        conn.lines.clear_telnet_replies();
+                        queue(key, conn, &replies, &mut self.io.queues);
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {

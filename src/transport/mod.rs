@@ -14,7 +14,7 @@
 use std::io::{self, Read, Write};
 
 use crate::server::output::OutputBuffer;
-use crate::wire::framing::{LineBuffer, READ_CHUNK};
+use crate::wire::framing::LineBuffer;
 
 /// A connection's transport.
 #[derive(Debug)]
@@ -35,12 +35,7 @@ impl Transport {
         _out: &mut OutputBuffer,
     ) -> io::Result<usize> {
         match self {
-            Transport::Plain => {
-                let mut chunk = [0u8; READ_CHUNK];
-                let n = socket.read(&mut chunk)?;
-                lines.extend(&chunk[..n]);
-                Ok(n)
-            }
+            Transport::Plain => lines.read_from(socket),
         }
     }
 
