@@ -344,7 +344,7 @@ impl Server {
     /// Loads the accounts, binds the listener and starts the auth workers.
     pub fn bind(config: ServerConfig) -> Result<Self, String> {
         // First, so that a signal during start-up (loading the accounts,
-        // hashing the dummy password) waits for the loop instead of killing
+        // taking the lock) waits for the loop instead of killing
         // the process with a non-zero status.
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
             .map_err(|e| format!("cannot catch signals: {e}"))?;
