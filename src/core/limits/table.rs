@@ -280,8 +280,8 @@ impl AddressTable {
         };
         let e = &mut self.entries[i];
         let over_open = limited(self.max_conns) && e.open >= self.max_conns;
-        let over_new = limited(self.max_new_conns)
-            && e.new_conns.current(t, NEW_CONN_WINDOW_SECS) >= self.max_new_conns;
+        let opened = e.new_conns.current(t, NEW_CONN_WINDOW_SECS);
+        let over_new = limited(self.max_new_conns) && opened >= self.max_new_conns;
         if over_open || over_new {
             self.tidy(i, t);
             return Err(Refused::TooManyConns);
