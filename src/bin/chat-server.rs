@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use chat::core::chat::ChatConfig;
+use chat::core::limits::{Exempt, LimitsConfig};
 use chat::server::{Server, ServerConfig, raise_fd_limit};
 use chat::store::accounts::HashParams;
 use chat::wire::protocol::Lang;
@@ -48,6 +49,30 @@ struct Args {
     /// Most password hash jobs queued or running; more get BUSY.
     #[arg(long, default_value_t = 256)]
     max_pending_auth: usize,
+    /// Lines a connection may send at once before flood control paces it.
+    #[arg(long, default_value_t = 20)]
+    flood_burst: u32,
+    /// Lines per second a connection may send after its burst; slower
+    /// reading, not errors, holds it to that (0: no flood control).
+    #[arg(long, default_value_t = 5)]
+    flood_rate: u32,
+    /// Connections open at once from one address (an IPv6 /64 is one address; 0: no limit).
+    #[arg(long, default_value_t = 20)]
+    max_conns_per_ip: u32,
+    /// Connections opened per minute from one address (0: no limit).
+    #[arg(long, default_value_t = 60)]
+    max_new_conns_per_ip: u32,
+    /// Failed logins from one address in 10 minutes before its logins are
+    /// THROTTLED (0: no limit).
+    #[arg(long, default_value_t = 10)]
+    max_login_fails: u32,
+    /// Accounts created per hour from one address (0: no limit).
+    #[arg(long, default_value_t = 20)]
+    max_regist_per_ip: u32,
+    /// Addresses free of the per-address limits (not of flood control):
+    /// comma-separated CIDRs, or `none`.
+    #[arg(long, default_value = "127.0.0.0/8,::1")]
+    exempt: Exempt,
     /// Threads that hash passwords (default: one less than the cores, at least 1).
     #[arg(long)]
     auth_threads: Option<usize>,
@@ -90,6 +115,17 @@ fn run(args: Args) -> Result<(), String> {
         chat: ChatConfig {
             login_timeout: Duration::from_secs(args.login_timeout),
             max_pending_auth: args.max_pending_auth.max(1),
+            limits: LimitsConfig {
+                flood_burst: args.flood_burst,
+                flood_rate: args.flood_rate,
+                max_conns_per_ip: args.max_conns_per_ip,
+                max_new_conns_per_ip: args.max_new_conns_per_ip,
+                max_login_fails: args.max_login_fails,
+                max_regist_per_ip: args.max_regist_per_ip,
+                max_pending_auth: args.max_pending_auth.max(1),
+                exempt: args.exempt,
+                ..LimitsConfig::default()
+            },
         },
         hash_params: args.hash_params,
         auth_threads: args.auth_threads.unwrap_or(cores.saturating_sub(1)).max(1),
