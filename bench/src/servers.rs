@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::load::Proto;
 
-const NGIRCD_CONF: &str = include_str!("../../../bench/ngircd.conf.in");
+const NGIRCD_CONF: &str = include_str!("../ngircd.conf.in");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

@@ -11,7 +11,7 @@
 //!
 //! The pure parts ([`Incoming`], [`classify`], [`one_line_form`]) are unit
 //! tested here; the threads, the terminal and the socket are tested by running
-//! the real binaries (`tests/client.rs`).
+//! the real binaries (`client/tests/client.rs`).
 
 use std::borrow::Cow;
 use std::io::{self, BufRead, IsTerminal, Read, Write};
@@ -32,8 +32,8 @@ use rustyline::validate::Validator;
 use rustyline::{Config, Editor, ExternalPrinter, Helper};
 use unicode_width::UnicodeWidthChar;
 
-use crate::wire::framing::clean_line;
-use crate::wire::protocol::{Command, Credentials, Lang, PROMPT_PASSWORD, PROMPT_USERNAME, Reply};
+use chat::wire::framing::clean_line;
+use chat::wire::protocol::{Command, Credentials, Lang, PROMPT_PASSWORD, PROMPT_USERNAME, Reply};
 
 /// What the command line chose; `chat-client`'s `main` only parses arguments.
 #[derive(Debug, Clone)]
