@@ -28,8 +28,11 @@ test: test-cargo test-nc
 test-cargo:
 	$(CARGO) test --workspace --all-targets
 
+# Built with the same package selection as test-cargo, so after it this is a
+# no-op: `-p chat` alone unifies dependency features differently and would
+# recompile libc and everything above it.
 test-nc: nc
-	$(CARGO) build -p chat --bin chat-server
+	$(CARGO) build --workspace --all-targets
 	bash tests/nc/run.sh target/debug/chat-server
 
 # nc is not on a fresh machine: install Debian's netcat-openbsd, or explain.
