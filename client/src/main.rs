@@ -1,6 +1,6 @@
 //! `chat-client`: the terminal client of the chat (SPEC section 6). All the
-//! work is in the `chat_client` library; this file only turns the command line into
-//! [`Options`] so the logic stays testable as a library.
+//! work is in the `chat_client` library; this file only turns the command
+//! line into [`Options`] so the logic stays testable as a library.
 
 use std::process::ExitCode;
 
