@@ -49,7 +49,7 @@ for tool in valgrind callgrind_control callgrind_annotate timeout; do
 done
 for bin in chat-server chat-bench; do
     if [ ! -x "$target/$bin" ]; then
-        echo "callgrind: $target/$bin not found: cargo build --release --bins" >&2
+        echo "callgrind: $target/$bin not found: make build (cargo build --release --workspace --bins)" >&2
         exit 1
     fi
 done

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use chat::core::chat::ChatConfig;
 use chat::core::limits::{Exempt, LimitsConfig};
@@ -38,7 +39,7 @@ struct Args {
     #[arg(long, default_value_t = 120)]
     login_timeout: u64,
     /// Language of the replies.
-    #[arg(long, value_enum, default_value = "id")]
+    #[arg(long, default_value = "id", value_parser = lang_parser())]
     lang: Lang,
     /// error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
@@ -76,6 +77,17 @@ struct Args {
     /// Threads that hash passwords (default: one less than the cores, at least 1).
     #[arg(long)]
     auth_threads: Option<usize>,
+}
+
+/// `--lang id|en`. Parsed here rather than by a clap derive on [`Lang`], so
+/// the library does not depend on clap's traits; the listed values keep
+/// `--help` and the error for a wrong value as clap writes them.
+fn lang_parser() -> impl TypedValueParser<Value = Lang> {
+    PossibleValuesParser::new(["id", "en"]).try_map(|s| match s.as_str() {
+        "id" => Ok(Lang::Id),
+        "en" => Ok(Lang::En),
+        other => Err(format!("unknown language {other:?}")),
+    })
 }
 
 fn main() -> ExitCode {

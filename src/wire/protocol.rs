@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 /// The language of the server's replies; `id` is the seed's own wording.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Lang {
     /// Bahasa Indonesia, the seed's replies word for word.
     #[default]
