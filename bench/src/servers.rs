@@ -119,6 +119,10 @@ impl Launch {
                     "warn".into(),
                     "--max-clients".into(),
                     opts.max_clients.to_string(),
+                    // Fan-out at full speed, as ngircd's config lifts its
+                    // flood limits too; the flood scenario turns it back on.
+                    "--flood-rate".into(),
+                    "0".into(),
                 ];
                 if let Some(h) = opts.hash_params {
                     args.push("--hash-params".into());

@@ -334,7 +334,7 @@ impl Chat {
         let Some(slot) = self.sessions.get_mut(id.key()) else {
             return;
         };
-        if !slot.as_ref().is_some_and(|s| s.id == id) {
+        if slot.as_ref().is_none_or(|s| s.id != id) {
             debug_assert!(false, "disconnect of an unknown connection");
             return;
         }

@@ -40,7 +40,7 @@ use self::connection::{Connection, Phase};
 use crate::core::chat::{Audience, AuthJob, Chat, ChatConfig, ConnId, Event, Flow, Outbox};
 use crate::store::accounts::{AccountFile, AuthWorker, HashParams};
 use crate::transport::Transport;
-use crate::wire::dialect::{Dialect, Fed};
+use crate::wire::dialect::{Dialect, Fed, Input};
 use crate::wire::framing::READ_CHUNK;
 use crate::wire::protocol::{Lang, Reply};
 
@@ -719,15 +719,12 @@ impl Server {
         let mut lines = std::mem::take(&mut conn.lines);
         let mut dialect = std::mem::replace(&mut conn.dialect, Dialect::Line);
         let mut bucket = conn.bucket;
-        let fed = dialect.feed(
-            id,
-            &mut lines,
+        let input = Input {
+            lines: &mut lines,
             at_eof,
-            &mut bucket,
-            &mut self.chat,
-            now,
-            &mut self.io,
-        );
+            bucket: &mut bucket,
+        };
+        let fed = dialect.feed(id, input, &mut self.chat, now, &mut self.io);
         if let Some(conn) = self.io.conns.get_mut(key) {
             conn.lines = lines;
             conn.dialect = dialect;

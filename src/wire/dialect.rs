@@ -57,19 +57,21 @@ impl Dialect {
     }
 
     /// Hands the buffered lines to the core, in order, until it says to wait,
-    /// the connection's flood allowance runs out, or none are left. `at_eof`:
-    /// the peer has closed its side, so a last line without its `\n` counts
-    /// too. Each line takes a token from `bucket` (SPEC section 7).
+    /// the connection's flood allowance runs out, or none are left. Each line
+    /// takes a token from the input's bucket (SPEC section 7).
     pub fn feed(
         &mut self,
         id: ConnId,
-        lines: &mut LineBuffer,
-        at_eof: bool,
-        bucket: &mut TokenBucket,
+        input: Input<'_>,
         chat: &mut Chat,
         now: Instant,
         out: &mut impl Outbox,
     ) -> Fed {
+        let Input {
+            lines,
+            at_eof,
+            bucket,
+        } = input;
         match self {
             Dialect::Line => loop {
                 if !bucket.try_take(now) {
@@ -104,6 +106,17 @@ impl Dialect {
             },
         }
     }
+}
+
+/// A connection's input, as [`Dialect::feed`] takes it.
+#[derive(Debug)]
+pub struct Input<'a> {
+    /// The bytes read and not yet handed out.
+    pub lines: &'a mut LineBuffer,
+    /// The peer has closed its side: a last line without `\n` counts too.
+    pub at_eof: bool,
+    /// Flood control: a token per line (SPEC section 7).
+    pub bucket: &'a mut TokenBucket,
 }
 
 /// What came of [`Dialect::feed`].

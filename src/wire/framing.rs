@@ -472,15 +472,6 @@ fn remove_controls(text: Cow<'_, str>) -> Cow<'_, str> {
     }
 }
 
-/// `line` without its line end: drops a trailing `\n` and one `\r` right
-/// before it, so CRLF and LF input read the same.
-pub fn strip_line_end(line: &[u8]) -> &[u8] {
-    match line {
-        [rest @ .., b'\r', b'\n'] | [rest @ .., b'\n'] => rest,
-        _ => line,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
