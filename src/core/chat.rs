@@ -21,9 +21,15 @@
 //!    [`Flow::Closed`] means the core asked [`Outbox::close`]: feed nothing more.
 //! 3. [`auth_done`](Chat::auth_done) for each finished job, whenever it
 //!    finishes; it returns the connection that may be fed again, if any.
-//! 4. [`tick`](Chat::tick) once [`next_deadline`](Chat::next_deadline) has
+//!    The same for [`history_done`](Chat::history_done) and each finished
+//!    [`HistoryJob::Store`] (a `send-to` to a user who is not online holds
+//!    its sender until the message is on disk, SPEC section 9).
+//! 4. [`set_clock`](Chat::set_clock) with the wall-clock time, before
+//!    calls whose messages may be stored (once per loop turn is enough):
+//!    the core reads no clock itself.
+//! 5. [`tick`](Chat::tick) once [`next_deadline`](Chat::next_deadline) has
 //!    passed (login timeouts).
-//! 5. [`disconnect`](Chat::disconnect) exactly once, when the shell forgets the
+//! 6. [`disconnect`](Chat::disconnect) exactly once, when the shell forgets the
 //!    connection, whatever the reason: the peer closed, an error, an output
 //!    overflow, or a close the core asked for (call it as soon as that request
 //!    is seen, so the user goes offline at once). This is the only way a
@@ -40,7 +46,10 @@ use std::time::{Duration, Instant};
 use log::info;
 
 pub use super::auth::{AuthDone, AuthJob, AuthOutcome, Ticket};
-pub use super::event::{Event, Prompt, Users};
+pub use super::event::{Event, Prompt, Replayed, Users};
+use super::history::{Broadcast, Message};
+pub use super::history::{HistoryConfig, HistoryDone, HistoryJob, Loaded};
+use super::inbox::Inboxes;
 use super::limits::{
     AddressTable, AuthClaim, AuthOutcome as LimitOutcome, ConnClaim, LimitsConfig, Refused,
 };
@@ -112,6 +121,14 @@ pub trait Outbox {
     fn close(&mut self, conn: ConnId);
     /// Start slow work; its [`AuthDone`] comes back through [`Chat::auth_done`].
     fn submit(&mut self, job: AuthJob);
+
+    /// Hand work to the history store; a [`HistoryJob::Store`] answers
+    /// through [`Chat::history_done`]. The core asks only after
+    /// [`Chat::enable_history`], so a shell without a history store (and
+    /// an outbox of a test that never enables it) may leave this as is.
+    fn store(&mut self, job: HistoryJob) {
+        debug_assert!(false, "history job without a history store: {job:?}");
+    }
 
     /// Tell every connection of `to` but `except` the same thing. The hot
     /// path of a chat server: an implementation renders the event once per
@@ -186,8 +203,13 @@ struct Dialogue {
 /// A job in flight for this connection; its lines wait until it is done.
 #[derive(Debug)]
 enum Waiting {
-    Login { username: String, known: bool },
+    Login {
+        username: String,
+        known: bool,
+    },
     Regist,
+    /// A message for a user who is not online is being written.
+    Store,
 }
 
 /// Per-connection state.
@@ -252,6 +274,11 @@ pub struct Chat {
     /// session because a job outlives a connection that closes meanwhile,
     /// and its outcome still counts.
     job_claims: HashMap<ConnId, AuthClaim>,
+    /// Messages that wait (SPEC section 9); `None` with `--history none`.
+    inboxes: Option<Inboxes>,
+    /// The wall-clock time the shell last gave, in seconds since the Unix
+    /// epoch: when stored and replayed messages were sent.
+    clock: i64,
 }
 
 impl Chat {
@@ -279,7 +306,23 @@ impl Chat {
             online_version: 0,
             deadlines: VecDeque::new(),
             pending_jobs: 0,
+            inboxes: None,
+            clock: 0,
         }
+    }
+
+    /// Turns on SPEC section 9: a `send-to` to a registered user who is not
+    /// online is stored (through [`Outbox::store`]) instead of refused, and
+    /// each login gets what waited for it. `loaded` is what the store held
+    /// at start.
+    pub fn enable_history(&mut self, config: HistoryConfig, loaded: Loaded) {
+        self.inboxes = Some(Inboxes::new(config, loaded));
+    }
+
+    /// The wall-clock time, in seconds since the Unix epoch (see the call
+    /// protocol).
+    pub fn set_clock(&mut self, unix_seconds: i64) {
+        self.clock = unix_seconds;
     }
 
     /// Number of registered accounts (reservations excluded).
@@ -463,7 +506,10 @@ impl Chat {
                     let from = logged_in.as_deref().unwrap_or_default();
                     out.send(to, Event::Private { from, text });
                 }
-                None => out.send(id, Event::NotOnline(target)),
+                None => {
+                    let from = logged_in.as_deref().unwrap_or_default();
+                    self.send_to_offline(id, from, target, text, out);
+                }
             },
             Command::Message(text) => {
                 let from = logged_in.as_deref().unwrap_or_default();
@@ -472,8 +518,136 @@ impl Chat {
                     version: self.online_version,
                 };
                 out.broadcast(to, id, Event::Chat { from, text });
+                if let Some(inboxes) = self.inboxes.as_mut().filter(|i| i.replaying()) {
+                    let broadcast = Broadcast {
+                        id: inboxes.next_id(),
+                        at: self.clock,
+                        from: from.to_owned(),
+                        text: text.to_owned(),
+                    };
+                    inboxes.remember(broadcast.clone());
+                    out.store(HistoryJob::Broadcast(broadcast));
+                }
             }
         }
+    }
+
+    /// `send-to` named a user who is not online: stored for a registered
+    /// user while the history is on (the sender is held until it is on
+    /// disk), `NOT_ONLINE` otherwise.
+    fn send_to_offline(
+        &mut self,
+        id: ConnId,
+        from: &str,
+        target: &str,
+        text: &str,
+        out: &mut impl Outbox,
+    ) {
+        let registered = matches!(self.accounts.get(target), Some(Account::Stored(_)));
+        let Some(inboxes) = self.inboxes.as_mut().filter(|_| registered) else {
+            out.send(id, Event::NotOnline(target));
+            return;
+        };
+        if !inboxes.reserve(target, text.len()) {
+            out.send(id, Event::InboxFull(target));
+            return;
+        }
+        let message = Message {
+            id: inboxes.next_id(),
+            at: self.clock,
+            to: target.to_owned(),
+            from: from.to_owned(),
+            text: text.to_owned(),
+        };
+        if let Some(session) = self.session_mut(id) {
+            session.waiting = Some(Waiting::Store);
+        }
+        out.store(HistoryJob::Store {
+            ticket: id,
+            message,
+        });
+    }
+
+    /// A message's write finished. The sender (if still there) is told
+    /// `STORED` or `STORE_FAILED` and may be fed again; a stored message
+    /// waits for its user, or goes to them at once if they logged in
+    /// meanwhile. Returns the connection that may be fed lines again.
+    pub fn history_done(&mut self, done: HistoryDone, out: &mut impl Outbox) -> Option<ConnId> {
+        let id = done.ticket;
+        let held = match self.session_mut(id) {
+            Some(s) if matches!(s.waiting, Some(Waiting::Store)) => {
+                s.waiting = None;
+                true
+            }
+            _ => false,
+        };
+        let to = done.message.to.clone();
+        if let Some(inboxes) = self.inboxes.as_mut() {
+            inboxes.settle(done.message, done.stored);
+        }
+        if held {
+            if done.stored {
+                out.send(id, Event::Stored(&to));
+            } else {
+                out.send(id, Event::Reply(Reply::StoreFailed));
+            }
+        }
+        if done.stored
+            && let Some(&conn) = self.online.get(to.as_str())
+        {
+            self.deliver_stored(conn, &to, out);
+        }
+        (held && self.flow(id) == Flow::Ready).then_some(id)
+    }
+
+    /// Right after `LOGIN_OK`: the broadcasts to replay, then every stored
+    /// message, before any live line can reach the connection.
+    fn deliver_waiting(&mut self, id: ConnId, user: &str, out: &mut impl Outbox) {
+        let Some(inboxes) = self.inboxes.as_ref() else {
+            return;
+        };
+        for broadcast in inboxes.recent() {
+            out.send(
+                id,
+                Event::Replayed(Replayed {
+                    from: &broadcast.from,
+                    text: &broadcast.text,
+                    at: broadcast.at,
+                    now: self.clock,
+                    private: false,
+                }),
+            );
+        }
+        self.deliver_stored(id, user, out);
+    }
+
+    /// Hands `user`'s stored messages to connection `id`, then tells the
+    /// store they are delivered. In that order: a crash in between delivers
+    /// them again, never loses them.
+    fn deliver_stored(&mut self, id: ConnId, user: &str, out: &mut impl Outbox) {
+        let Some(inboxes) = self.inboxes.as_mut() else {
+            return;
+        };
+        let messages = inboxes.take(user);
+        let Some(upto) = messages.iter().map(|m| m.id).max() else {
+            return;
+        };
+        for message in &messages {
+            out.send(
+                id,
+                Event::Replayed(Replayed {
+                    from: &message.from,
+                    text: &message.text,
+                    at: message.at,
+                    now: self.clock,
+                    private: true,
+                }),
+            );
+        }
+        out.store(HistoryJob::Delivered {
+            to: user.to_owned(),
+            upto,
+        });
     }
 
     /// `login U P` (or its dialogue) from a connection that is not logged in.
@@ -635,10 +809,11 @@ impl Chat {
                     session.user = Some(name.clone());
                     session.login_deadline = None;
                     info!("{peer}: {name} logged in");
-                    self.online.insert(name, id);
+                    self.online.insert(name.clone(), id);
                     self.online_conns.push(id);
                     self.online_version += 1;
                     out.send(id, Event::Reply(Reply::LoginOk));
+                    self.deliver_waiting(id, &name, out);
                 }
             }
         }

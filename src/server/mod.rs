@@ -37,8 +37,11 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use self::connection::{Connection, Phase};
-use crate::core::chat::{Audience, AuthJob, Chat, ChatConfig, ConnId, Event, Flow, Outbox};
+use crate::core::chat::{
+    Audience, AuthJob, Chat, ChatConfig, ConnId, Event, Flow, HistoryConfig, HistoryJob, Outbox,
+};
 use crate::store::accounts::{AccountFile, AuthWorker, HashParams};
+use crate::store::history::{Commit, HistoryFile, HistoryPlace, HistoryWriter, unix_now};
 use crate::transport::Transport;
 use crate::wire::dialect::{Dialect, Fed, Input};
 use crate::wire::framing::READ_CHUNK;
@@ -99,6 +102,32 @@ pub struct ServerConfig {
     pub chat: ChatConfig,
     pub hash_params: HashParams,
     pub auth_threads: usize,
+    /// Messages that wait (SPEC section 9).
+    pub history: HistorySettings,
+}
+
+/// `--history`, `--replay`, `--history-days` (SPEC section 9).
+#[derive(Debug, Clone)]
+pub struct HistorySettings {
+    pub place: HistoryPlace,
+    /// Broadcasts replayed after each login.
+    pub replay: usize,
+    /// Records older than this many days are dropped (at least 1).
+    pub days: u32,
+    /// Group commit, or (to measure it) one fsync per message.
+    pub commit: Commit,
+}
+
+impl Default for HistorySettings {
+    /// Off: a server built without these flags behaves as before section 9.
+    fn default() -> Self {
+        Self {
+            place: HistoryPlace::Off,
+            replay: 0,
+            days: 30,
+            commit: Commit::Group,
+        }
+    }
 }
 
 /// Lists of connections the turn must come back to, and the output totals.
@@ -126,6 +155,8 @@ struct Io {
     /// then calls [`Chat::disconnect`] for each (the call protocol).
     close_requests: Vec<ConnId>,
     worker: AuthWorker,
+    /// The history writer; `None` with `--history none`.
+    history: Option<HistoryWriter>,
     /// Scratch for rendering one event sent to one connection.
     rendered: Vec<u8>,
     /// Open connections of each dialect kind: broadcasts are rendered for
@@ -292,6 +323,14 @@ impl Outbox for Io {
         self.worker.submit(job);
     }
 
+    fn store(&mut self, job: HistoryJob) {
+        self.deliver_batch();
+        match &self.history {
+            Some(writer) => writer.submit(job),
+            None => error!("a history job without a history writer"),
+        }
+    }
+
     fn broadcast(&mut self, to: Audience<'_>, except: ConnId, event: Event<'_>) {
         let key = (to.version, except);
         if self.batch.key != Some(key) {
@@ -371,6 +410,31 @@ impl Server {
                 error!("cannot wake the event loop: {e}");
             }
         });
+        let settings = &config.history;
+        let (history_file, loaded) = match &settings.place {
+            HistoryPlace::Off => {
+                info!("history: off (--history none)");
+                (None, None)
+            }
+            HistoryPlace::Memory => {
+                info!("history: in memory only (--history :memory:)");
+                (None, Some(Default::default()))
+            }
+            HistoryPlace::File(path) => {
+                let (file, loaded) =
+                    HistoryFile::open(path, settings.replay, settings.days, unix_now())
+                        .map_err(|e| e.to_string())?;
+                (Some(file), Some(loaded))
+            }
+        };
+        let history = match &loaded {
+            Some(_) => Some(HistoryWriter::spawn(
+                history_file,
+                settings.commit,
+                wake.clone(),
+            )?),
+            None => None,
+        };
         let worker = AuthWorker::spawn(config.auth_threads, store, config.hash_params, wake)?;
         let mut listener = TcpListener::bind(config.addr)
             .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
@@ -391,12 +455,22 @@ impl Server {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| format!("cannot register signals: {e}"))?;
+        let mut chat = Chat::new(config.chat.clone(), accounts);
+        if let Some(loaded) = loaded {
+            chat.enable_history(
+                HistoryConfig {
+                    replay: config.history.replay,
+                    ..HistoryConfig::default()
+                },
+                loaded,
+            );
+        }
         Ok(Self {
             poll,
             listener: Some(listener),
             local_addr,
             signals,
-            chat: Chat::new(config.chat.clone(), accounts),
+            chat,
             io: Io {
                 conns: Slab::new(),
                 queues: Queues {
@@ -406,6 +480,7 @@ impl Server {
                 lang: config.lang,
                 close_requests: Vec::new(),
                 worker,
+                history,
                 rendered: Vec::new(),
                 open_by_kind: [0; Dialect::KINDS],
                 batch: Batch::default(),
@@ -448,6 +523,7 @@ impl Server {
                 return Err(format!("poll failed: {e}"));
             }
             let now = Instant::now();
+            self.chat.set_clock(unix_now());
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
@@ -881,10 +957,17 @@ impl Server {
         }
     }
 
-    /// Delivers finished hash jobs and resumes the connections they held up.
+    /// Delivers finished hash and history jobs and resumes the connections
+    /// they held up.
     fn finish_auth(&mut self, now: Instant) {
-        while let Some(done) = self.io.worker.try_result() {
-            let resumed = self.chat.auth_done(done, now, &mut self.io);
+        loop {
+            let resumed = if let Some(done) = self.io.worker.try_result() {
+                self.chat.auth_done(done, now, &mut self.io)
+            } else if let Some(done) = self.io.history.as_ref().and_then(|h| h.try_result()) {
+                self.chat.history_done(done, &mut self.io)
+            } else {
+                return;
+            };
             self.settle();
             if let Some(id) = resumed
                 && let Some(conn) = self.io.conns.get_mut(id.key())
