@@ -914,6 +914,7 @@ mod tests {
         /// Closed but not yet disconnected, as the shell would.
         to_disconnect: Vec<ConnId>,
         jobs: VecDeque<AuthJob>,
+        history: VecDeque<HistoryJob>,
     }
 
     impl Recorder {
@@ -924,6 +925,7 @@ mod tests {
                 closed: Vec::new(),
                 to_disconnect: Vec::new(),
                 jobs: VecDeque::new(),
+                history: VecDeque::new(),
             }
         }
     }
@@ -938,6 +940,9 @@ mod tests {
         }
         fn submit(&mut self, job: AuthJob) {
             self.jobs.push_back(job);
+        }
+        fn store(&mut self, job: HistoryJob) {
+            self.history.push_back(job);
         }
     }
 
@@ -1455,5 +1460,172 @@ mod tests {
         let id = h.id(0);
         assert_eq!(h.chat.too_long(id, &mut h.out), Flow::Ready);
         assert_eq!(h.take(0), "Pesan terlalu panjang (maksimal 4096 byte)\n");
+    }
+
+    /// A harness with the history on; the wall clock at 2026-11-30 15:04 UTC.
+    fn with_history(replay: usize) -> Harness {
+        let mut h = Harness::new();
+        h.chat.enable_history(
+            HistoryConfig {
+                replay,
+                ..HistoryConfig::default()
+            },
+            Loaded::default(),
+        );
+        h.chat.set_clock(1_796_051_045);
+        h
+    }
+
+    impl Harness {
+        /// Answers the queued store jobs (`stored` or failed); returns the
+        /// other history jobs, in order, as (kind, user, id).
+        fn run_history(&mut self, stored: bool) -> Vec<String> {
+            let mut others = Vec::new();
+            while let Some(job) = self.out.history.pop_front() {
+                match job {
+                    HistoryJob::Store { ticket, message } => {
+                        let _ = self.chat.history_done(
+                            HistoryDone {
+                                ticket,
+                                stored,
+                                message,
+                            },
+                            &mut self.out,
+                        );
+                        self.settle();
+                    }
+                    HistoryJob::Delivered { to, upto } => others.push(format!("D {to} {upto}")),
+                    HistoryJob::Broadcast(b) => others.push(format!("B {} {}", b.from, b.id)),
+                }
+            }
+            others
+        }
+    }
+
+    #[test]
+    fn without_history_a_registered_offline_user_is_not_online() {
+        let mut h = Harness::new();
+        h.login(0, "a");
+        h.line(0, "send-to client hi");
+        assert_eq!(h.take(0), "User client tidak sedang online\n");
+        assert!(h.out.history.is_empty());
+    }
+
+    #[test]
+    fn a_message_for_an_offline_user_is_stored_then_delivered_at_login() {
+        let mut h = with_history(0);
+        h.login(0, "a");
+        h.line_held(0, "send-to nobody hi");
+        assert_eq!(h.take(0), "User nobody tidak sedang online\n");
+        h.line_held(0, "send-to client hi  there");
+        // Held until the store answers: nothing said, no line taken.
+        assert_eq!(h.take(0), "");
+        assert_eq!(h.flow(0), Flow::Held);
+        assert_eq!(h.run_history(true), Vec::<String>::new());
+        assert_eq!(h.take(0), "Pesan untuk client disimpan\n");
+        assert_eq!(h.flow(0), Flow::Ready);
+        h.line_held(0, "send-to client two");
+        h.run_history(true);
+        h.take(0);
+        h.connect(1);
+        h.line(1, "login client 123");
+        let got = h.take(1);
+        assert!(got.starts_with("Login sukses\n("), "{got}");
+        let lines: Vec<&str> = got.lines().collect();
+        assert_eq!(lines.len(), 3, "{got}");
+        assert!(
+            lines[1].ends_with(") Pesan pribadi dari [a] hi  there"),
+            "{got}"
+        );
+        assert!(lines[2].ends_with(") Pesan pribadi dari [a] two"), "{got}");
+        assert_eq!(h.run_history(true), ["D client 2"]);
+        // Delivered once.
+        h.line(1, "logout");
+        h.line(1, "login client 123");
+        assert_eq!(h.take(1), "Logout sukses\nLogin sukses\n");
+    }
+
+    #[test]
+    fn replayed_broadcasts_come_before_stored_messages() {
+        let mut h = with_history(2);
+        h.login(0, "a");
+        for text in ["one", "two", "three"] {
+            h.line(0, text);
+        }
+        h.line_held(0, "send-to client psst");
+        assert_eq!(
+            h.run_history(true),
+            ["B a 1", "B a 2", "B a 3"],
+            "broadcasts are kept, not acknowledged"
+        );
+        h.connect(1);
+        h.line(1, "login client 123");
+        let got = h.take(1);
+        let tails: Vec<&str> = got
+            .lines()
+            .map(|l| l.split_once(") ").map_or(l, |(_, t)| t))
+            .collect();
+        assert_eq!(
+            tails,
+            [
+                "Login sukses",
+                "[a] two",
+                "[a] three",
+                "Pesan pribadi dari [a] psst"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_inbox_is_full_at_101_messages_and_a_failed_write_keeps_nothing() {
+        let mut h = with_history(0);
+        h.login(0, "a");
+        for i in 0..100 {
+            h.line_held(0, &format!("send-to client m{i}"));
+            h.run_history(true);
+        }
+        assert_eq!(h.take(0), "Pesan untuk client disimpan\n".repeat(100));
+        h.line_held(0, "send-to client one too many");
+        assert_eq!(h.take(0), "Kotak pesan client penuh\n");
+        assert!(h.out.history.is_empty());
+        // A failed write is refused and kept nowhere.
+        h.login(2, "b");
+        h.line_held(2, "send-to a x");
+        assert_eq!(h.take(2), "");
+        h.line(0, "logout");
+        h.take(0);
+        h.take(2);
+        h.line_held(2, "send-to a lost");
+        h.run_history(false);
+        assert_eq!(h.take(2), "Gagal menyimpan pesan, coba lagi nanti\n");
+        h.line(0, "login a pw");
+        assert_eq!(h.take(0), "Login sukses\n");
+    }
+
+    #[test]
+    fn a_message_stored_while_its_user_logs_in_is_delivered_at_once() {
+        let mut h = with_history(0);
+        h.login(0, "a");
+        h.line_held(0, "send-to client late");
+        h.connect(1);
+        h.line(1, "login client 123");
+        assert_eq!(h.take(1), "Login sukses\n");
+        assert_eq!(h.run_history(true), ["D client 1"]);
+        assert_eq!(h.take(0), "Pesan untuk client disimpan\n");
+        assert!(h.take(1).ends_with(") Pesan pribadi dari [a] late\n"));
+    }
+
+    #[test]
+    fn a_sender_that_leaves_while_its_message_is_written_still_stores_it() {
+        let mut h = with_history(0);
+        h.login(0, "a");
+        h.line_held(0, "send-to client kept");
+        h.disconnect(0);
+        h.connect(0);
+        h.run_history(true);
+        assert_eq!(h.take(0), "");
+        h.connect(1);
+        h.line(1, "login client 123");
+        assert!(h.take(1).ends_with(") Pesan pribadi dari [a] kept\n"));
     }
 }
