@@ -1073,6 +1073,9 @@ impl Server {
                 self.flush(key);
             }
         }
+        if let Some(history) = self.io.history.take() {
+            history.finish();
+        }
         info!("stopped");
     }
 }

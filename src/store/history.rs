@@ -265,6 +265,7 @@ impl HistoryFile {
 pub struct HistoryWriter {
     jobs: Sender<HistoryJob>,
     results: Receiver<HistoryDone>,
+    thread: thread::JoinHandle<()>,
 }
 
 /// How the writer commits.
@@ -290,11 +291,25 @@ impl HistoryWriter {
     ) -> Result<Self, String> {
         let (jobs, job_rx) = mpsc::channel::<HistoryJob>();
         let (result_tx, results) = mpsc::channel();
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("history".into())
             .spawn(move || run(file, commit, &job_rx, &result_tx, &*wake))
             .map_err(|e| format!("cannot start the history writer: {e}"))?;
-        Ok(Self { jobs, results })
+        Ok(Self {
+            jobs,
+            results,
+            thread,
+        })
+    }
+
+    /// Writes every job already handed over, then stops the writer. Called
+    /// at shutdown, so that after a clean stop no delivered record is
+    /// missing and no message is delivered twice.
+    pub fn finish(self) {
+        drop(self.jobs);
+        if self.thread.join().is_err() {
+            error!("the history writer panicked");
+        }
     }
 
     /// Hands a job to the writer.
