@@ -103,6 +103,14 @@ impl Server {
         c
     }
 
+    /// A client logged in as `name` (password `pw`), already registered.
+    pub fn login_existing(&self, name: &str) -> Client {
+        let mut c = self.connect();
+        c.send(&format!("login {name} pw"));
+        c.expect("Login sukses");
+        c
+    }
+
     /// What the server logged so far.
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().clone()
