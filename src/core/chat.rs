@@ -606,7 +606,7 @@ impl Chat {
         let Some(inboxes) = self.inboxes.as_ref() else {
             return;
         };
-        for broadcast in inboxes.recent() {
+        for broadcast in inboxes.recent(self.clock) {
             out.send(
                 id,
                 Event::Replayed(Replayed {
@@ -632,7 +632,9 @@ impl Chat {
         let Some(upto) = messages.iter().map(|m| m.id).max() else {
             return;
         };
-        for message in &messages {
+        // Those past `--history-days` are dropped, and marked delivered too.
+        let cutoff = inboxes.cutoff(self.clock);
+        for message in messages.iter().filter(|m| m.at >= cutoff) {
             out.send(
                 id,
                 Event::Replayed(Replayed {
@@ -1627,5 +1629,19 @@ mod tests {
         h.connect(1);
         h.line(1, "login client 123");
         assert!(h.take(1).ends_with(") Pesan pribadi dari [a] kept\n"));
+    }
+
+    #[test]
+    fn messages_past_history_days_are_not_delivered_but_marked() {
+        let mut h = with_history(1);
+        h.login(0, "a");
+        h.line(0, "old news");
+        h.line_held(0, "send-to client stale");
+        h.run_history(true);
+        h.chat.set_clock(1_796_051_045 + 31 * 86_400);
+        h.connect(1);
+        h.line(1, "login client 123");
+        assert_eq!(h.take(1), "Login sukses\n");
+        assert_eq!(h.run_history(true), ["D client 2"]);
     }
 }

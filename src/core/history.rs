@@ -71,6 +71,17 @@ pub struct HistoryConfig {
     pub max_messages: usize,
     /// Bytes of text that may wait for one user.
     pub max_bytes: usize,
+    /// Messages and broadcasts older than this many days are not delivered
+    /// (`--history-days`; the store drops them from the file too).
+    pub days: u32,
+}
+
+impl HistoryConfig {
+    /// The oldest time, in seconds since the Unix epoch, that is still
+    /// delivered at `now`.
+    pub fn cutoff(&self, now: i64) -> i64 {
+        now.saturating_sub(i64::from(self.days.max(1)) * 86_400)
+    }
 }
 
 impl Default for HistoryConfig {
@@ -79,6 +90,7 @@ impl Default for HistoryConfig {
             replay: 0,
             max_messages: 100,
             max_bytes: 64 * 1024,
+            days: 30,
         }
     }
 }

@@ -122,9 +122,16 @@ impl Inboxes {
         self.recent.push_back(broadcast);
     }
 
-    /// The broadcasts to replay, oldest first.
-    pub fn recent(&self) -> impl Iterator<Item = &Broadcast> {
-        self.recent.iter()
+    /// The broadcasts to replay at `now`, oldest first, without those
+    /// past `--history-days`.
+    pub fn recent(&self, now: i64) -> impl Iterator<Item = &Broadcast> {
+        let cutoff = self.config.cutoff(now);
+        self.recent.iter().filter(move |b| b.at >= cutoff)
+    }
+
+    /// The oldest time still delivered at `now`.
+    pub fn cutoff(&self, now: i64) -> i64 {
+        self.config.cutoff(now)
     }
 }
 
@@ -149,6 +156,7 @@ mod tests {
                 replay: 2,
                 max_messages: 2,
                 max_bytes: 10,
+                days: 1,
             },
             Loaded::default(),
         );
@@ -171,6 +179,6 @@ mod tests {
                 text: "t".into(),
             });
         }
-        assert_eq!(boxes.recent().map(|b| b.id).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(boxes.recent(0).map(|b| b.id).collect::<Vec<_>>(), [1, 2]);
     }
 }

@@ -460,6 +460,7 @@ impl Server {
             chat.enable_history(
                 HistoryConfig {
                     replay: config.history.replay,
+                    days: config.history.days,
                     ..HistoryConfig::default()
                 },
                 loaded,
