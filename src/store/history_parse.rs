@@ -253,7 +253,7 @@ impl Live {
         Loaded {
             messages: self.messages.values().cloned().collect(),
             broadcasts: self.broadcasts.iter().cloned().collect(),
-            next_id: self.max_id + 1,
+            next_id: self.max_id.saturating_add(1),
         }
     }
 
