@@ -395,8 +395,9 @@ impl Outbox for Io {
         self.worker.submit(job);
     }
 
+    /// No output is involved, so gathered broadcasts stay gathered: a
+    /// broadcast kept for `--replay` costs no extra copy per reader.
     fn store(&mut self, job: HistoryJob) {
-        self.deliver_batch();
         match &self.history {
             Some(writer) => writer.submit(job),
             None => error!("a history job without a history writer"),
