@@ -211,10 +211,10 @@ impl HistoryFile {
         }
         self.live.expire(now - i64::from(self.days) * DAY);
         let live = self.live.to_file().len() as u64;
-        if live.saturating_mul(2) < self.len {
-            if let Err(e) = self.compact(now) {
-                error!("{}: cannot compact: {e}", self.path.display());
-            }
+        if live.saturating_mul(2) < self.len
+            && let Err(e) = self.compact(now)
+        {
+            error!("{}: cannot compact: {e}", self.path.display());
         }
         self.next_check = self.compact_min.max(self.len.saturating_mul(2));
     }
