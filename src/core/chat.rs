@@ -15,9 +15,10 @@
 //! 1. [`connect`](Chat::connect) once, when it is accepted.
 //! 2. [`line`](Chat::line) (or [`too_long`](Chat::too_long)) for each complete
 //!    line, in order, only while the previous call returned [`Flow::Ready`].
-//!    [`Flow::Held`] means a password job of this connection is in flight: feed
-//!    nothing more (leave the bytes in the kernel) until
-//!    [`auth_done`](Chat::auth_done) names the connection again.
+//!    [`Flow::Held`] means a password job (or a message's write) of this
+//!    connection is in flight: feed nothing more (leave the bytes in the
+//!    kernel) until [`auth_done`](Chat::auth_done) (or
+//!    [`history_done`](Chat::history_done)) names the connection again.
 //!    [`Flow::Closed`] means the core asked [`Outbox::close`]: feed nothing more.
 //! 3. [`auth_done`](Chat::auth_done) for each finished job, whenever it
 //!    finishes; it returns the connection that may be fed again, if any.
@@ -96,7 +97,8 @@ pub const MAX_FAILED_LOGINS: u32 = 5;
 pub enum Flow {
     /// Feed the next line.
     Ready,
-    /// A password job is in flight: wait for [`Chat::auth_done`].
+    /// A password job is in flight: wait for [`Chat::auth_done`]; or a
+    /// message's write is: wait for [`Chat::history_done`].
     Held,
     /// The core asked to close this connection: feed nothing more.
     Closed,

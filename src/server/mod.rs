@@ -40,7 +40,8 @@ use slab::Slab;
 
 use self::connection::{Connection, Phase};
 use crate::core::chat::{
-    Audience, AuthJob, Chat, ChatConfig, ConnId, Event, Flow, HistoryConfig, HistoryJob, Outbox,
+    Audience, AuthJob, Chat, ChatConfig, ConnId, Event, Flow, HistoryConfig, HistoryDone,
+    HistoryJob, Outbox,
 };
 use crate::store::accounts::{AccountFile, AuthWorker, HashParams};
 use crate::store::history::{Commit, HistoryFile, HistoryPlace, HistoryWriter, unix_now};
@@ -159,6 +160,9 @@ struct Io {
     worker: AuthWorker,
     /// The history writer; `None` with `--history none`.
     history: Option<HistoryWriter>,
+    /// Store jobs the writer could not take, answered as failed at the end
+    /// of the turn.
+    history_failed: Vec<HistoryDone>,
     /// Scratch for rendering one event sent to one connection.
     rendered: Vec<u8>,
     /// Open connections of each dialect kind: broadcasts are rendered for
@@ -399,7 +403,11 @@ impl Outbox for Io {
     /// broadcast kept for `--replay` costs no extra copy per reader.
     fn store(&mut self, job: HistoryJob) {
         match &self.history {
-            Some(writer) => writer.submit(job),
+            Some(writer) => {
+                if let Some(failed) = writer.submit(job) {
+                    self.history_failed.push(failed);
+                }
+            }
             None => error!("a history job without a history writer"),
         }
     }
@@ -563,6 +571,7 @@ impl Server {
                 close_requests: Vec::new(),
                 worker,
                 history,
+                history_failed: Vec::new(),
                 rendered: Vec::new(),
                 open_by_kind: [0; Dialect::KINDS],
                 batch: Batch::default(),
@@ -627,6 +636,9 @@ impl Server {
                 }
             }
             self.read_unread(now);
+            if !self.io.history_failed.is_empty() {
+                self.finish_auth(now);
+            }
             self.on_timers(now);
             self.end_turn();
         }
@@ -1045,7 +1057,13 @@ impl Server {
         loop {
             let resumed = if let Some(done) = self.io.worker.try_result() {
                 self.chat.auth_done(done, now, &mut self.io)
-            } else if let Some(done) = self.io.history.as_ref().and_then(|h| h.try_result()) {
+            } else if let Some(done) = self
+                .io
+                .history
+                .as_ref()
+                .and_then(|h| h.try_result())
+                .or_else(|| self.io.history_failed.pop())
+            {
                 self.chat.history_done(done, &mut self.io)
             } else {
                 return;

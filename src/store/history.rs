@@ -312,10 +312,21 @@ impl HistoryWriter {
         }
     }
 
-    /// Hands a job to the writer.
-    pub fn submit(&self, job: HistoryJob) {
-        if self.jobs.send(job).is_err() {
-            error!("the history writer has stopped");
+    /// Hands a job to the writer. If the writer has stopped (it should
+    /// not), a store job comes back as failed, so that its sender is told
+    /// `STORE_FAILED` instead of waiting for ever.
+    pub fn submit(&self, job: HistoryJob) -> Option<HistoryDone> {
+        let Err(mpsc::SendError(job)) = self.jobs.send(job) else {
+            return None;
+        };
+        error!("the history writer has stopped");
+        match job {
+            HistoryJob::Store { ticket, message } => Some(HistoryDone {
+                ticket,
+                stored: false,
+                message,
+            }),
+            _ => None,
         }
     }
 
