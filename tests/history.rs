@@ -251,9 +251,12 @@ fn replay_and_stored_lines_come_before_any_live_line() {
         Some(n) => n.parse::<u32>().unwrap() + 1,
         None => 0,
     };
-    let first = bob.line();
-    assert_eq!(first, format!("[carol] live {next_live}"));
     let carol = chatter.join().unwrap();
+    alice.send("after");
+    for n in next_live..300 {
+        assert_eq!(bob.line(), format!("[carol] live {n}"));
+    }
+    assert_eq!(bob.line(), "[alice] after");
     drop(carol);
 }
 
