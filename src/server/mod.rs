@@ -172,6 +172,12 @@ fn queue(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues)
         queue_behind(key, conn, message, queues);
         return;
     }
+    append(key, conn, message, queues);
+}
+
+/// Encodes `message` into `conn`'s output and puts it on the flush list.
+#[inline(always)]
+fn append(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) {
     // A transport's `encode` adds exactly `message.len()` to what is
     // pending (see `Transport::encode`).
     conn.transport.encode(message, &mut conn.out);
@@ -201,12 +207,7 @@ fn queue_behind(key: usize, conn: &mut Connection, message: &[u8], queues: &mut 
         doom(key, conn, queues);
         return;
     }
-    conn.transport.encode(message, &mut conn.out);
-    queues.total_output += message.len();
-    if !conn.queued_flush {
-        conn.queued_flush = true;
-        queues.flush.push(key);
-    }
+    append(key, conn, message, queues);
 }
 
 /// Marks a connection to be dropped at the end of the turn; its output no
