@@ -258,9 +258,27 @@ impl Io {
             };
             if conn.sent_in_batch {
                 conn.sent_in_batch = false;
-                let own = without_own_lines(bytes, kind, id, &self.batch.senders);
-                if !own.is_empty() {
-                    queue(id.key(), conn, &own, &mut self.queues);
+                let own_run = own_run(kind, id, &self.batch.senders);
+                if let Some(run) = own_run
+                    && conn.out.is_empty()
+                    && matches!(conn.transport, Transport::Plain)
+                    && bytes.len() - run.len() <= MAX_OUTPUT
+                {
+                    // What others said before its lines is shared; only
+                    // what came after is copied.
+                    conn.out.share_part(bytes, 0..run.start);
+                    self.queues.total_output += run.start;
+                    if run.end < bytes.len() {
+                        append(id.key(), conn, &bytes[run.end..], &mut self.queues);
+                    } else if run.start > 0 && !conn.queued_flush {
+                        conn.queued_flush = true;
+                        self.queues.flush.push(id.key());
+                    }
+                } else {
+                    let own = without_own_lines(bytes, kind, id, &self.batch.senders);
+                    if !own.is_empty() {
+                        queue(id.key(), conn, &own, &mut self.queues);
+                    }
                 }
             } else if conn.out.is_empty() && matches!(conn.transport, Transport::Plain) {
                 conn.out.share(bytes);
@@ -289,6 +307,27 @@ impl Io {
             rendered.clear();
         }
     }
+}
+
+/// Where a sender's messages lie in a batch, if they form one unbroken run
+/// (the usual case: one read's lines are fed in one go).
+fn own_run(
+    kind: usize,
+    sender: ConnId,
+    senders: &[(ConnId, [Range<usize>; Dialect::KINDS])],
+) -> Option<Range<usize>> {
+    let mut run: Option<Range<usize>> = None;
+    for (id, ranges) in senders {
+        if *id == sender {
+            let range = ranges[kind].clone();
+            run = match run {
+                None => Some(range),
+                Some(r) if r.end == range.start => Some(r.start..range.end),
+                Some(_) => return None,
+            };
+        }
+    }
+    run
 }
 
 /// A sender's copy of a batch: everything but the messages it sent.
