@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use chat::core::chat::ChatConfig;
-use chat::server::{Server, ServerConfig, raise_fd_limit};
+use chat::server::{Server, ServerConfig, TlsDoorConfig, raise_fd_limit};
 use chat::store::accounts::HashParams;
 use chat::wire::protocol::Lang;
 
@@ -51,6 +51,16 @@ struct Args {
     /// Threads that hash passwords (default: one less than the cores, at least 1).
     #[arg(long)]
     auth_threads: Option<usize>,
+    /// PEM certificate chain: with --tls-key, opens the TLS door on
+    /// --tls-port (SIGHUP re-reads both files).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1) for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Port of the TLS door, on the same host (0 picks a free one).
+    #[arg(long, default_value_t = 10001)]
+    tls_port: u16,
 }
 
 fn main() -> ExitCode {
@@ -93,6 +103,14 @@ fn run(args: Args) -> Result<(), String> {
         },
         hash_params: args.hash_params,
         auth_threads: args.auth_threads.unwrap_or(cores.saturating_sub(1)).max(1),
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsDoorConfig {
+                addr: SocketAddr::new(addr.ip(), args.tls_port),
+                cert,
+                key,
+            }),
+            _ => None,
+        },
     };
     Server::bind(config)?.run()
 }

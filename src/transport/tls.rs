@@ -1,0 +1,222 @@
+//! The TLS door's transport (SPEC section 8.1): rustls, sans-IO, on the loop.
+//!
+//! rustls never touches the socket here. Ciphertext read from the socket goes
+//! into [`ServerConnection::read_tls`], the plaintext it yields into the
+//! connection's [`LineBuffer`], and every byte rustls wants to send (handshake
+//! messages, alerts, records, `close_notify`) is moved into the connection's
+//! [`OutputBuffer`] at once. So the 1 MiB slow-reader rule, the server-wide
+//! output total and the order of replies hold for TLS exactly as for plain
+//! TCP, and no thread or async runtime is involved.
+//!
+//! What costs CPU in TLS is the record, not the byte: sealing every chat line
+//! in its own record would cost an AEAD setup, a header, a tag and an
+//! allocation per delivery. So [`TlsTransport::encode`] only stages plaintext
+//! (one copy, like the plain path), and the stage is sealed when the
+//! connection is flushed at the end of the poll turn: a turn's output to one
+//! reader becomes one record (or a few, at 16 KiB each) and one `write`.
+//! Staged bytes count as pending output for every limit.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConnection;
+use rustls::server::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::server::output::OutputBuffer;
+use crate::wire::framing::{LineBuffer, READ_CHUNK};
+
+/// A handshake not finished this long after the connection was accepted
+/// closes the connection (SPEC section 8.1).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Loads a certificate chain and its private key (PEM; a PKCS#8, SEC1 or
+/// PKCS#1 key) into a TLS 1.2/1.3 server configuration using the ring
+/// provider. The error names the file and what is wrong with it, for the
+/// start-up error and the SIGHUP reload log.
+pub fn load_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("no certificate in {}", cert.display()));
+    }
+    let private_key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read private key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS configuration: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private_key)
+        .map_err(|e| {
+            format!(
+                "certificate {} and key {} do not make a pair: {e}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    Ok(Arc::new(config))
+}
+
+/// One TLS connection's state: rustls's, and this turn's staged plaintext.
+pub struct TlsTransport {
+    tls: ServerConnection,
+    /// Plaintext queued since the last flush, sealed into records by
+    /// [`write`](Self::write) (or when the handshake completes).
+    staged: Vec<u8>,
+    /// Something was staged since the last [`sweep`](Self::sweep).
+    used: bool,
+    /// The server said goodbye (`close_notify`) or TLS failed: nothing more
+    /// is sealed.
+    done: bool,
+}
+
+impl std::fmt::Debug for TlsTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsTransport")
+            .field("handshaking", &self.tls.is_handshaking())
+            .field("staged", &self.staged.len())
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl TlsTransport {
+    /// A server-side TLS connection with the configuration now in service
+    /// (an open connection keeps its configuration across a reload).
+    pub fn new(config: Arc<ServerConfig>) -> Result<Self, rustls::Error> {
+        let mut tls = ServerConnection::new(config)?;
+        // Every record rustls makes is moved into our own output buffer at
+        // once, where the limits apply; rustls's own limit would only make
+        // writes short.
+        tls.set_buffer_limit(None);
+        Ok(Self {
+            tls,
+            staged: Vec::new(),
+            used: false,
+            done: false,
+        })
+    }
+
+    /// True until the handshake has completed.
+    #[inline]
+    pub fn is_handshaking(&self) -> bool {
+        self.tls.is_handshaking()
+    }
+
+    /// Plaintext staged and not yet sealed.
+    #[inline]
+    pub fn staged(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// Reads one chunk of ciphertext, decrypts what it completes into
+    /// `lines`, and moves what rustls must answer (handshake, alerts) into
+    /// `out`. `Ok(0)`: the peer closed (TCP end of stream or `close_notify`).
+    /// A TLS error queues rustls's alert and returns `InvalidData`: the
+    /// caller closes the connection, flushing the alert first.
+    pub fn read(
+        &mut self,
+        socket: &mut impl Read,
+        lines: &mut LineBuffer,
+        out: &mut OutputBuffer,
+    ) -> io::Result<usize> {
+        let n = self.tls.read_tls(socket)?;
+        let state = match self.tls.process_new_packets() {
+            Ok(state) => state,
+            Err(e) => {
+                self.done = true;
+                self.staged.clear();
+                // The alert rustls queued for this error.
+                self.drain(out);
+                return Err(io::Error::new(ErrorKind::InvalidData, e));
+            }
+        };
+        if state.plaintext_bytes_to_read() > 0 {
+            let mut chunk = [0u8; READ_CHUNK];
+            loop {
+                match self.tls.reader().read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(got) => lines.extend(&chunk[..got]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    // Unexpected end of stream: shows as Ok(0) from
+                    // read_tls, handled below and by the caller.
+                    Err(_) => break,
+                }
+            }
+        }
+        // The handshake may have just completed with replies waiting.
+        self.seal(out);
+        self.drain(out);
+        Ok(n)
+    }
+
+    /// Stages one message; it is sealed when the connection is flushed.
+    #[inline]
+    pub fn encode(&mut self, message: &[u8]) {
+        if !self.done {
+            self.staged.extend_from_slice(message);
+            self.used = true;
+        }
+    }
+
+    /// Seals what is staged and writes `out` as far as the socket takes it.
+    pub fn write(&mut self, socket: &mut impl Write, out: &mut OutputBuffer) -> io::Result<usize> {
+        self.seal(out);
+        out.write_to(socket)
+    }
+
+    /// Seals what is staged, then queues `close_notify` (unless TLS failed:
+    /// rustls has then queued its alert instead).
+    pub fn start_close(&mut self, out: &mut OutputBuffer) {
+        if self.done {
+            return;
+        }
+        self.seal(out);
+        self.done = true;
+        self.staged.clear();
+        self.tls.send_close_notify();
+        self.drain(out);
+    }
+
+    /// Frees the stage's allocation when nothing was staged for a whole
+    /// sweep period. Returns the bytes freed.
+    pub fn sweep(&mut self) -> usize {
+        let idle = !self.used;
+        self.used = false;
+        if idle && self.staged.is_empty() && self.staged.capacity() > 0 {
+            let freed = self.staged.capacity();
+            self.staged = Vec::new();
+            freed
+        } else {
+            0
+        }
+    }
+
+    /// Turns the staged plaintext into records in `out`, once the handshake
+    /// allows application data.
+    fn seal(&mut self, out: &mut OutputBuffer) {
+        if self.staged.is_empty() || self.tls.is_handshaking() || self.done {
+            return;
+        }
+        // Cannot fail: with no buffer limit the writer takes everything.
+        let _ = self.tls.writer().write_all(&self.staged);
+        self.staged.clear();
+        self.drain(out);
+    }
+
+    /// Moves every byte rustls wants to send into `out`.
+    fn drain(&mut self, out: &mut OutputBuffer) {
+        while self.tls.wants_write() {
+            match self.tls.write_tls(out.buf_mut()) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
