@@ -220,3 +220,139 @@ impl TlsTransport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::framing::Frame;
+    use rustls::pki_types::ServerName;
+    use rustls::{ClientConfig, ClientConnection, RootCertStore};
+
+    /// A server transport and a rustls client joined in memory.
+    fn pair() -> (TlsTransport, ClientConnection) {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("chat-tls-unit-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_path, key_path) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+        std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+        let config = load_config(&cert_path, &key_path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut roots = RootCertStore::empty();
+        roots.add(cert.cert.der().clone()).unwrap();
+        let client_config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let client = ClientConnection::new(
+            Arc::new(client_config),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        (TlsTransport::new(config).unwrap(), client)
+    }
+
+    /// Moves bytes both ways until neither side has anything to say.
+    fn pump(
+        server: &mut TlsTransport,
+        client: &mut ClientConnection,
+        lines: &mut LineBuffer,
+        out: &mut OutputBuffer,
+    ) {
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            if !wire.is_empty() {
+                server.read(&mut &wire[..], lines, out).unwrap();
+            }
+            let mut back = Vec::new();
+            out.write_to(&mut back).unwrap();
+            if !back.is_empty() {
+                client.read_tls(&mut &back[..]).unwrap();
+                client.process_new_packets().unwrap();
+            }
+            if wire.is_empty() && back.is_empty() {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn a_turn_of_messages_becomes_one_record_and_close_sends_close_notify() {
+        let (mut server, mut client) = pair();
+        let (mut lines, mut out) = (LineBuffer::new(), OutputBuffer::default());
+        assert!(server.is_handshaking());
+        // Output before the handshake waits, staged and counted.
+        server.encode(b"early\n");
+        assert_eq!(server.staged(), 6);
+        pump(&mut server, &mut client, &mut lines, &mut out);
+        assert!(!server.is_handshaking() && !client.is_handshaking());
+        assert_eq!(server.staged(), 0);
+        let mut got = Vec::new();
+        let _ = client.reader().read_to_end(&mut got);
+        assert_eq!(got, b"early\n");
+
+        client.writer().write_all(b"login a b\nhalo").unwrap();
+        pump(&mut server, &mut client, &mut lines, &mut out);
+        assert_eq!(lines.next_frame(), Some(Frame::Line(b"login a b")));
+
+        for i in 0..100 {
+            server.encode(format!("line {i}\n").as_bytes());
+        }
+        assert!(server.staged() > 600);
+        let mut wire = Vec::new();
+        server.write(&mut wire, &mut out).unwrap();
+        assert_eq!(server.staged(), 0);
+        // One application-data record: a 5-byte header, then the rest.
+        assert_eq!(wire[0], 0x17);
+        let record_len = usize::from(u16::from_be_bytes([wire[3], wire[4]]));
+        assert_eq!(wire.len(), 5 + record_len);
+        client.read_tls(&mut &wire[..]).unwrap();
+        client.process_new_packets().unwrap();
+        let mut got = Vec::new();
+        let _ = client.reader().read_to_end(&mut got);
+        assert!(got.starts_with(b"line 0\nline 1\n") && got.ends_with(b"line 99\n"));
+
+        server.encode(b"Sampai jumpa\n");
+        server.start_close(&mut out);
+        // Nothing is staged after goodbye.
+        server.encode(b"late\n");
+        assert_eq!(server.staged(), 0);
+        let mut wire = Vec::new();
+        out.write_to(&mut wire).unwrap();
+        client.read_tls(&mut &wire[..]).unwrap();
+        let state = client.process_new_packets().unwrap();
+        assert!(state.peer_has_closed());
+        let mut got = Vec::new();
+        let _ = client.reader().read_to_end(&mut got);
+        assert_eq!(got, b"Sampai jumpa\n");
+    }
+
+    #[test]
+    fn garbage_gets_an_alert_and_invalid_data() {
+        let (mut server, _) = pair();
+        let (mut lines, mut out) = (LineBuffer::new(), OutputBuffer::default());
+        let mut garbage: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+        let err = server.read(&mut garbage, &mut lines, &mut out).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        let mut wire = Vec::new();
+        out.write_to(&mut wire).unwrap();
+        assert_eq!(wire.first(), Some(&0x15), "no alert record: {wire:?}");
+        // No close_notify after a fatal alert.
+        server.start_close(&mut out);
+        assert_eq!(out.pending(), 0);
+    }
+
+    #[test]
+    fn a_missing_or_mismatched_pair_is_an_error_naming_the_file() {
+        let missing = Path::new("/nonexistent/cert.pem");
+        let err = load_config(missing, missing).unwrap_err();
+        assert!(err.contains("/nonexistent/cert.pem"), "{err}");
+    }
+}
