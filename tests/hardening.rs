@@ -298,3 +298,24 @@ fn a_vanished_logged_in_peer_frees_its_name() {
         .unwrap();
     assert!(again.stream.read(&mut buf).is_err(), "unexpected bytes");
 }
+
+/// SPEC 2: a new name that looks like an existing one (letter case, l/I/1,
+/// O/0) gets NAME_TAKEN; login stays exact.
+#[test]
+fn look_alike_names_cannot_be_registered() {
+    let server = Server::start(&[]);
+    let mut alice = server.login("alice");
+    let mut c = server.connect();
+    for name in ["Alice", "ALICE", "aIice", "a1ice"] {
+        c.send(&format!("regist {name} pw"));
+        c.expect("Username telah dipakai");
+    }
+    c.send("login Alice pw");
+    c.expect("Username atau Password anda Salah");
+    c.send("regist b0b pw");
+    c.expect("Anda berhasil terdaftar");
+    c.send("regist BOB pw");
+    c.expect("Username telah dipakai");
+    alice.send("list-user");
+    alice.expect("list user : alice.");
+}

@@ -573,6 +573,13 @@ fn control_bytes_escape_and_telnet_sequences_never_reach_another_client() {
     a.send_raw(b"\x1b\x07\xff\xfb\x01\xc2\x9b\r\n");
     a.send("marker");
     b.expect("[a] marker");
+    // a's own telnet options were refused to a alone (SPEC 1); nothing else.
+    let mut refusals = [0u8; 12];
+    std::io::Read::read_exact(&mut a.stream, &mut refusals).expect("telnet refusals");
+    assert_eq!(
+        &refusals,
+        b"\xff\xfe\x01\xff\xfc\x18\xff\xfe\x01\xff\xfe\x01"
+    );
     a.expect_silence(Duration::from_millis(200));
 }
 

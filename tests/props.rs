@@ -12,10 +12,9 @@ use proptest::prelude::*;
 use chat::core::chat::{
     AuthDone, AuthJob, AuthOutcome, Chat, ChatConfig, ConnId, Event, Flow, Outbox, Ticket,
 };
-use chat::wire::framing::{Frame, LineBuffer, MAX_LINE, clean_line};
+use chat::wire::framing::{Frame, LineBuffer, MAX_LINE, READ_CHUNK, clean_line, strip_line_end};
 use chat::wire::line;
-use chat::wire::protocol::Command;
-use chat::wire::protocol::Lang;
+use chat::wire::protocol::{Command, Lang, name_skeleton};
 
 // ---------------------------------------------------------------------------
 // Framing
@@ -146,26 +145,50 @@ fn nasty_bytes() -> impl Strategy<Value = Vec<u8>> {
         1 => Just(b"\xff".to_vec()),
         1 => (0u8..0x20).prop_map(|b| vec![b]),
         1 => Just(b"\x7f".to_vec()),
+        2 => prop::sample::select(HIDING.to_vec()).prop_map(|c| c.to_string().into_bytes()),
     ];
     vec(piece, 0..10).prop_map(|p| p.concat())
+}
+
+/// The characters that reorder or hide text (SPEC section 1), written out here
+/// rather than taken from the code under test.
+const HIDING: [char; 13] = [
+    '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}',
+    '\u{2069}', '\u{2028}', '\u{2029}', '\u{200B}', '\u{FEFF}',
+];
+
+/// What may never come out of `clean_line`.
+fn forbidden(c: char) -> bool {
+    (c.is_control() && c != '\t') || HIDING.contains(&c)
+}
+
+/// Arbitrary text with a high share of the hiding characters mixed in.
+fn text_with_hiding() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        2 => any::<String>(),
+        1 => prop::sample::select(HIDING.to_vec()).prop_map(String::from),
+    ];
+    vec(piece, 0..8).prop_map(|p| p.concat())
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn clean_line_leaves_no_control_but_tab(raw in nasty_bytes()) {
+    fn clean_line_leaves_no_forbidden_character(raw in nasty_bytes()) {
         let text = clean_line(&raw);
         for c in text.chars() {
-            prop_assert!(!c.is_control() || c == '\t', "{c:?} left in {text:?}");
+            prop_assert!(!forbidden(c), "{c:?} left in {text:?}");
         }
     }
 
-    /// Text that is already clean passes unchanged.
+    /// Text that is already clean passes unchanged; forbidden characters are
+    /// removed and nothing else is.
     #[test]
-    fn clean_line_keeps_clean_text(text in any::<String>()) {
-        let clean: String = text.chars().filter(|&c| !c.is_control() || c == '\t').collect();
+    fn clean_line_removes_exactly_the_forbidden(text in text_with_hiding()) {
+        let clean: String = text.chars().filter(|&c| !forbidden(c)).collect();
         prop_assert_eq!(clean_line(clean.as_bytes()), clean.as_str());
+        prop_assert_eq!(clean_line(text.as_bytes()), clean.as_str());
     }
 
     #[test]
@@ -190,6 +213,270 @@ proptest! {
                 prop_assert_eq!(text, line.trim());
             }
             _ => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Telnet refusals and reading straight into the buffer
+
+const IAC: u8 = 0xFF;
+
+/// The refusals SPEC section 1 asks for, computed over the whole stream at
+/// once: `DO x` gets `WONT x`, `WILL x` gets `DONT x`; a subnegotiation runs
+/// to `IAC SE` or the end of its line.
+fn replies_reference(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] != IAC {
+            i += 1;
+            continue;
+        }
+        match s.get(i + 1) {
+            None => break,
+            Some(&cmd @ 0xFB..=0xFE) => {
+                match (cmd, s.get(i + 2)) {
+                    (0xFD, Some(&opt)) => out.extend_from_slice(&[IAC, 0xFC, opt]),
+                    (0xFB, Some(&opt)) => out.extend_from_slice(&[IAC, 0xFE, opt]),
+                    _ => {}
+                }
+                i += 3;
+            }
+            Some(&0xFA) => {
+                let body = &s[i + 2..];
+                let end = (0..body.len()).find(|&p| {
+                    body[p] == b'\n' || (body[p] == IAC && body.get(p + 1) == Some(&0xF0))
+                });
+                i = match end {
+                    Some(p) if body[p] == b'\n' => i + 2 + p + 1,
+                    Some(p) => i + 2 + p + 2,
+                    None => s.len(),
+                };
+            }
+            Some(_) => i += 2,
+        }
+    }
+    out
+}
+
+/// Streams dense in telnet commands, cut lines and subnegotiations.
+fn telnet_stream() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        3 => vec(any::<u8>(), 0..12),
+        2 => "[ -~]{0,10}".prop_map(String::into_bytes),
+        1 => Just(b"\n".to_vec()),
+        1 => Just(b"\r\n".to_vec()),
+        3 => (0xFBu8..=0xFE, any::<u8>()).prop_map(|(cmd, opt)| vec![IAC, cmd, opt]),
+        1 => Just(b"\xff\xf4\xff\xfd\x06".to_vec()),
+        1 => Just(b"\xff\xff".to_vec()),
+        1 => Just(b"\xff".to_vec()),
+        1 => Just(b"\xff\xfa\x18\x00xterm\xff\xf0".to_vec()),
+        1 => Just(b"\xff\xfa".to_vec()),
+        1 => Just(b"\xff\xf0".to_vec()),
+        1 => (MAX_LINE - 2..MAX_LINE + 3).prop_map(|n| vec![b'x'; n]),
+    ];
+    vec(piece, 0..24).prop_map(|p| p.concat())
+}
+
+/// A reader that hands out `data` in the given piece sizes, now and then
+/// saying `WouldBlock` (as a non-blocking socket does between bursts).
+struct Pieces<'a> {
+    data: &'a [u8],
+    sizes: &'a [usize],
+    block: &'a [bool],
+    calls: usize,
+}
+
+impl std::io::Read for Pieces<'_> {
+    fn read(&mut self, dst: &mut [u8]) -> std::io::Result<usize> {
+        let call = self.calls;
+        self.calls += 1;
+        if self.block.get(call).copied().unwrap_or(false) {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let size = self.sizes.get(call).copied().unwrap_or(usize::MAX).max(1);
+        let n = size.min(dst.len()).min(self.data.len());
+        dst[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+/// Everything a buffer yields for `stream` read through `read_from`: frames
+/// and telnet replies, drained after every read as the server does.
+fn read_all(stream: &[u8], sizes: &[usize], block: &[bool]) -> (Vec<Owned>, Vec<u8>) {
+    let mut src = Pieces {
+        data: stream,
+        sizes,
+        block,
+        calls: 0,
+    };
+    let mut buffer = LineBuffer::new();
+    let (mut frames, mut replies) = (Vec::new(), Vec::new());
+    loop {
+        match buffer.read_from(&mut src) {
+            Ok(0) => break,
+            Ok(n) => assert!(n <= READ_CHUNK),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+        }
+        replies.extend_from_slice(buffer.telnet_replies());
+        buffer.clear_telnet_replies();
+        while let Some(frame) = buffer.next_frame() {
+            frames.push(own(frame));
+        }
+    }
+    if let Some(frame) = buffer.take_unterminated() {
+        frames.push(own(frame));
+    }
+    (frames, replies)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// However a stream is cut into reads, the telnet refusals are those of
+    /// the whole stream, in order, and the frames do not change.
+    #[test]
+    fn telnet_replies_do_not_depend_on_chunking(
+        stream in telnet_stream(),
+        cuts in vec(prop_oneof![4 => 1usize..4, 2 => 1usize..40, 1 => 1usize..5000], 0..200),
+        block in vec(prop::bool::weighted(0.2), 0..200),
+    ) {
+        let reference = replies_reference(&stream);
+        // One extend of everything.
+        let mut whole = LineBuffer::new();
+        whole.extend(&stream);
+        prop_assert_eq!(whole.telnet_replies(), &reference[..]);
+        // Chunked extends, replies collected after each (some left to pile up).
+        let mut chunked = LineBuffer::new();
+        let mut got = Vec::new();
+        let mut at = 0;
+        for (i, size) in cuts.iter().chain(std::iter::repeat(&7)).enumerate() {
+            if at >= stream.len() {
+                break;
+            }
+            let end = (at + size).min(stream.len());
+            chunked.extend(&stream[at..end]);
+            if block.get(i).copied().unwrap_or(true) {
+                got.extend_from_slice(chunked.telnet_replies());
+                chunked.clear_telnet_replies();
+            }
+            at = end;
+        }
+        got.extend_from_slice(chunked.telnet_replies());
+        prop_assert_eq!(&got, &reference);
+        // Straight reads in odd pieces with WouldBlock between them.
+        let (frames, replies) = read_all(&stream, &cuts, &block);
+        prop_assert_eq!(&replies, &reference);
+        prop_assert_eq!(&frames, &frames_chunked(&stream, &[stream.len().max(1)], &[true]));
+    }
+
+    /// `strip_line_end` is what the buffer does to a line.
+    #[test]
+    fn strip_line_end_agrees_with_the_buffer(line in vec(prop_oneof![
+        3 => any::<u8>(), 1 => Just(b'\r'),
+    ], 0..20).prop_filter("one line", |l| !l.contains(&b'\n'))) {
+        let mut terminated = line.clone();
+        terminated.push(b'\n');
+        let mut buffer = LineBuffer::new();
+        buffer.extend(&terminated);
+        prop_assert_eq!(buffer.next_frame(), Some(Frame::Line(strip_line_end(&terminated))));
+        let mut buffer = LineBuffer::new();
+        buffer.extend(&line);
+        let expected = (!line.is_empty()).then(|| Frame::Line(strip_line_end(&line)));
+        prop_assert_eq!(buffer.take_unterminated(), expected);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Look-alike names and mistyped keywords
+
+/// The look-alike rule of SPEC section 2, as a reference: same length, and
+/// each pair of characters equal ignoring ASCII case or both in one of the
+/// groups l/I/1 (any case) and O/0.
+fn look_alike(a: &str, b: &str) -> bool {
+    let group = |c: char| -> Option<u8> {
+        match c {
+            'l' | 'L' | 'i' | 'I' | '1' => Some(1),
+            'o' | 'O' | '0' => Some(2),
+            _ => None,
+        }
+    };
+    a.chars().count() == b.chars().count()
+        && a.chars().zip(b.chars()).all(|(x, y)| {
+            x.eq_ignore_ascii_case(&y) || (group(x).is_some() && group(x) == group(y))
+        })
+}
+
+/// Names from a small alphabet rich in look-alike letters, so that equal
+/// skeletons are common.
+fn lookalike_name() -> impl Strategy<Value = String> {
+    "[lLiI1oO0aAbB_-]{1,6}"
+}
+
+/// The same name with each character swapped for an arbitrary look-alike.
+fn disguise(name: &str, picks: &[u8]) -> String {
+    name.chars()
+        .zip(picks.iter().cycle())
+        .map(|(c, &pick)| {
+            let choices: &[char] = match c {
+                'l' | 'L' | 'i' | 'I' | '1' => &['l', 'L', 'i', 'I', '1'],
+                'o' | 'O' | '0' => &['o', 'O', '0'],
+                c if c.is_ascii_alphabetic() => {
+                    return if pick % 2 == 0 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c.to_ascii_lowercase()
+                    };
+                }
+                _ => return c,
+            };
+            choices[usize::from(pick) % choices.len()]
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Equal skeletons exactly when the rule says the names look alike.
+    #[test]
+    fn name_skeleton_matches_the_look_alike_rule(a in lookalike_name(), b in lookalike_name()) {
+        prop_assert_eq!(name_skeleton(&a) == name_skeleton(&b), look_alike(&a, &b), "{} {}", a, b);
+    }
+
+    /// A disguised name always shares its skeleton (any valid name).
+    #[test]
+    fn a_disguise_is_always_caught(
+        name in "[A-Za-z0-9_-]{1,32}",
+        picks in vec(any::<u8>(), 1..32),
+    ) {
+        let fake = disguise(&name, &picks);
+        prop_assert!(look_alike(&name, &fake));
+        prop_assert_eq!(name_skeleton(&fake), name_skeleton(&name));
+        // An equivalence: the skeleton of a skeleton is itself.
+        prop_assert_eq!(name_skeleton(&name_skeleton(&name)), name_skeleton(&name));
+    }
+
+    /// `login` / `regist` in any other case is a mistyped keyword, never chat.
+    #[test]
+    fn mistyped_keywords_are_never_messages(
+        word in prop_oneof![Just("login"), Just("regist")],
+        flips in vec(any::<bool>(), 6),
+        rest in prop_oneof![Just(String::new()), " [ -~]{0,20}".boxed()],
+    ) {
+        let typed: String = word
+            .chars()
+            .zip(&flips)
+            .map(|(c, &up)| if up { c.to_ascii_uppercase() } else { c })
+            .collect();
+        let line = format!("{typed}{rest}");
+        let parsed = Command::parse(&line);
+        if typed == word {
+            prop_assert!(matches!(parsed, Command::Login(_) | Command::Regist(_)));
+        } else {
+            prop_assert_eq!(parsed, Command::MistypedKeyword);
         }
     }
 }

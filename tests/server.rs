@@ -188,6 +188,10 @@ fn telnet_line_endings_and_negotiation_are_understood() {
     // What a telnet client may send first: IAC DO SUPPRESS-GO-AHEAD, IAC WILL
     // TERMINAL-TYPE, then lines ending in \r\n.
     a.send_raw(b"\xff\xfd\x03\xff\xfb\x18regist a pw\r\nlogin a pw\r\nhalo\r\n");
+    // Both options are refused at once (SPEC 1), before any line's reply.
+    let mut refusals = [0u8; 6];
+    std::io::Read::read_exact(&mut a.stream, &mut refusals).expect("telnet refusals");
+    assert_eq!(&refusals, b"\xff\xfc\x03\xff\xfe\x18");
     a.expect("Anda berhasil terdaftar");
     a.expect("Login sukses");
     b.expect("[a] halo");

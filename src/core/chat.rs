@@ -42,7 +42,9 @@ use log::info;
 pub use super::auth::{AuthDone, AuthJob, AuthOutcome, Ticket};
 pub use super::event::{Event, Prompt, Users};
 use crate::wire::framing::clean_line;
-use crate::wire::protocol::{Command, Credentials, Reply, valid_password, valid_username};
+use crate::wire::protocol::{
+    Command, Credentials, Reply, name_skeleton, valid_password, valid_username,
+};
 
 /// Names one connection for its whole life. The shell mints it: the slab key
 /// under which it keeps the connection, plus a generation that makes a later
@@ -99,16 +101,28 @@ pub trait Outbox {
     /// Start slow work; its [`AuthDone`] comes back through [`Chat::auth_done`].
     fn submit(&mut self, job: AuthJob);
 
-    /// Tell every connection in `to` but `except` the same thing. The hot
+    /// Tell every connection of `to` but `except` the same thing. The hot
     /// path of a chat server: an implementation renders the event once per
-    /// dialect and copies it to each reader in one tight loop.
-    fn broadcast(&mut self, to: &[ConnId], except: ConnId, event: Event<'_>) {
-        for &conn in to {
+    /// dialect, and may gather consecutive broadcasts to the same audience
+    /// into one copy per reader (then any other call on the outbox, and the
+    /// end of the core's call, must deliver what it gathered first).
+    fn broadcast(&mut self, to: Audience<'_>, except: ConnId, event: Event<'_>) {
+        for &conn in to.conns {
             if conn != except {
                 self.send(conn, event);
             }
         }
     }
+}
+
+/// Who a broadcast goes to: every logged-in connection, and a version number
+/// that changes whenever that set does, so an outbox can tell two broadcasts
+/// to the same audience apart from two to different ones without comparing
+/// the lists.
+#[derive(Debug, Clone, Copy)]
+pub struct Audience<'a> {
+    pub conns: &'a [ConnId],
+    pub version: u64,
 }
 
 /// Settings the core needs.
@@ -197,11 +211,18 @@ pub struct Chat {
     sessions: Vec<Option<Session>>,
     /// Every name ever registered, and those being registered.
     accounts: HashMap<String, Account>,
+    /// How many accounts (reservations included) share each look-alike
+    /// skeleton ([`name_skeleton`]): a new name whose skeleton is taken gets
+    /// `NAME_TAKEN`, so `aIice` cannot pass for `alice`. A count, not a set,
+    /// because files written before this rule may hold look-alikes.
+    skeletons: HashMap<String, u32>,
     /// Logged-in names, kept in byte order for `list-user`.
     online: BTreeMap<Arc<str>, ConnId>,
     /// The connections of `online`, unordered: what a broadcast walks, since
     /// walking a plain slice costs a fraction of walking the map.
     online_conns: Vec<ConnId>,
+    /// Bumped on every change of `online_conns` (see [`Audience`]).
+    online_version: u64,
     /// Login deadlines in the order they were set; the timeout is the same for
     /// all, so this is also deadline order. Stale entries are skipped.
     deadlines: VecDeque<(Instant, ConnId)>,
@@ -211,15 +232,22 @@ pub struct Chat {
 impl Chat {
     /// A core with the accounts loaded from disk (name, PHC hash).
     pub fn new(config: ChatConfig, accounts: impl IntoIterator<Item = (String, String)>) -> Self {
+        let accounts: HashMap<String, Account> = accounts
+            .into_iter()
+            .map(|(name, phc)| (name, Account::Stored(phc.into())))
+            .collect();
+        let mut skeletons = HashMap::new();
+        for name in accounts.keys() {
+            *skeletons.entry(name_skeleton(name)).or_insert(0) += 1;
+        }
         Self {
             config,
             sessions: Vec::new(),
-            accounts: accounts
-                .into_iter()
-                .map(|(name, phc)| (name, Account::Stored(phc.into())))
-                .collect(),
+            accounts,
+            skeletons,
             online: BTreeMap::new(),
             online_conns: Vec::new(),
+            online_version: 0,
             deadlines: VecDeque::new(),
             pending_jobs: 0,
         }
@@ -365,6 +393,10 @@ impl Chat {
                 },
             },
             _ if logged_in.is_none() => out.send(id, Event::Reply(Reply::LoginFirst)),
+            // Logged in (the arm above took the rest): `Login`, `REGIST` and
+            // the like are never relayed, lest a mistyped login broadcast a
+            // password.
+            Command::MistypedKeyword => out.send(id, Event::Reply(Reply::BadCommand)),
             Command::Logout => {
                 session.user = None;
                 let deadline = now + login_timeout;
@@ -389,7 +421,11 @@ impl Chat {
             },
             Command::Message(text) => {
                 let from = logged_in.as_deref().unwrap_or_default();
-                out.broadcast(&self.online_conns, id, Event::Chat { from, text });
+                let to = Audience {
+                    conns: &self.online_conns,
+                    version: self.online_version,
+                };
+                out.broadcast(to, id, Event::Chat { from, text });
             }
         }
     }
@@ -425,7 +461,8 @@ impl Chat {
             Reply::BadUsername
         } else if !valid_password(password) {
             Reply::BadPassword
-        } else if self.accounts.contains_key(username) {
+        } else if self.skeletons.contains_key(&name_skeleton(username)) {
+            // The same name, or one that looks like it.
             Reply::NameTaken
         } else if self.pending_jobs >= self.config.max_pending_auth {
             Reply::Busy
@@ -436,6 +473,7 @@ impl Chat {
             session.waiting = Some(Waiting::Regist);
             self.accounts
                 .insert(username.to_owned(), Account::Reserving);
+            *self.skeletons.entry(name_skeleton(username)).or_insert(0) += 1;
             self.pending_jobs += 1;
             out.submit(AuthJob::Register {
                 ticket: id,
@@ -467,7 +505,15 @@ impl Chat {
                 }
             }
             AuthOutcome::StorageFailed { username } => {
-                self.accounts.remove(&username);
+                if self.accounts.remove(&username).is_some() {
+                    let skeleton = name_skeleton(&username);
+                    if let Some(count) = self.skeletons.get_mut(&skeleton) {
+                        *count -= 1;
+                        if *count == 0 {
+                            self.skeletons.remove(&skeleton);
+                        }
+                    }
+                }
                 if waiting.is_some() {
                     out.send(id, Event::Reply(Reply::StorageError));
                 }
@@ -487,6 +533,7 @@ impl Chat {
                     info!("{peer}: {name} logged in");
                     self.online.insert(name, id);
                     self.online_conns.push(id);
+                    self.online_version += 1;
                     out.send(id, Event::Reply(Reply::LoginOk));
                 }
             }
@@ -548,7 +595,12 @@ impl Chat {
         if let Some(at) = self.online_conns.iter().position(|&c| c == gone) {
             self.online_conns.swap_remove(at);
         }
-        out.broadcast(&self.online_conns, gone, Event::Offline(user));
+        self.online_version += 1;
+        let to = Audience {
+            conns: &self.online_conns,
+            version: self.online_version,
+        };
+        out.broadcast(to, gone, Event::Offline(user));
     }
 
     fn session(&self, id: ConnId) -> Option<&Session> {
@@ -792,6 +844,75 @@ mod tests {
             h.take(0),
             "Perintah yang anda ketikkan salah\nPerintah yang anda ketikkan salah\n"
         );
+    }
+
+    #[test]
+    fn look_alike_names_are_taken_and_login_stays_exact() {
+        let mut h = Harness::new();
+        h.connect(0);
+        h.line(0, "regist alice pw");
+        for name in [
+            "Alice", "ALICE", "aIice", "a1ice", "alIce", "CLIENT", "c1ient",
+        ] {
+            h.line(0, &format!("regist {name} pw"));
+        }
+        assert_eq!(
+            h.take(0),
+            format!(
+                "Anda berhasil terdaftar\n{}",
+                "Username telah dipakai\n".repeat(7)
+            )
+        );
+        // Only the exact name logs in.
+        h.line(0, "login Alice pw");
+        h.line(0, "login alice pw");
+        assert_eq!(
+            h.take(0),
+            "Username atau Password anda Salah\nLogin sukses\n"
+        );
+        // Names that merely share letters are still free.
+        h.connect(1);
+        h.line(1, "regist alicia pw");
+        assert_eq!(h.take(1), "Anda berhasil terdaftar\n");
+    }
+
+    #[test]
+    fn a_failed_registration_frees_its_look_alikes_too() {
+        let mut h = Harness::new();
+        h.connect(0);
+        h.line_held(0, "regist Ghost pw");
+        let Some(AuthJob::Register {
+            ticket, username, ..
+        }) = h.out.jobs.pop_front()
+        else {
+            panic!("expected a register job");
+        };
+        h.connect(1);
+        h.line(1, "regist gh0st pw");
+        assert_eq!(h.take(1), "Username telah dipakai\n");
+        let _ = h.chat.auth_done(
+            AuthDone {
+                ticket,
+                outcome: AuthOutcome::StorageFailed { username },
+            },
+            &mut h.out,
+        );
+        h.line(1, "regist gh0st pw");
+        assert_eq!(h.take(1), "Anda berhasil terdaftar\n");
+    }
+
+    #[test]
+    fn a_mistyped_login_is_never_chat() {
+        let mut h = Harness::new();
+        h.connect(0);
+        h.line(0, "Login client 123");
+        assert_eq!(h.take(0), "Anda harus login terlebih dahulu\n");
+        h.login(1, "a");
+        h.login(2, "b");
+        h.line(1, "Login a secret");
+        h.line(1, "REGIST x y");
+        assert_eq!(h.take(1), "Perintah yang anda ketikkan salah\n".repeat(2));
+        assert_eq!(h.take(2), "");
     }
 
     #[test]

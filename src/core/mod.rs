@@ -1,7 +1,9 @@
 //! The chat itself, without I/O: who is registered and online, and what each
-//! line makes the server say ([`chat`]), and the hashing jobs it hands off
-//! ([`auth`]).
+//! line makes the server say ([`chat`]), what it says as typed events
+//! ([`event`]), the hashing jobs it hands off ([`auth`]), and the limits
+//! against abuse ([`limits`]).
 
 pub mod auth;
 pub mod chat;
 pub mod event;
+pub mod limits;

@@ -44,7 +44,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use self::connection::{Connection, Phase};
-use crate::core::chat::{AuthJob, Chat, ChatConfig, ConnId, Event, Flow, Outbox};
+use crate::core::chat::{Audience, AuthJob, Chat, ChatConfig, ConnId, Event, Flow, Outbox};
 use crate::store::accounts::{AccountFile, AuthWorker, HashParams};
 use crate::transport::Transport;
 use crate::transport::tls::{self, HANDSHAKE_TIMEOUT, TlsTransport};
@@ -164,34 +164,72 @@ struct Io {
     /// then calls [`Chat::disconnect`] for each (the call protocol).
     close_requests: Vec<ConnId>,
     worker: AuthWorker,
-    /// One rendered event per dialect kind: a broadcast is rendered once per
-    /// kind, then copied to each reader.
+    /// Scratch for rendering one event sent to one connection.
+    rendered: Vec<u8>,
+    /// Open connections of each dialect kind: broadcasts are rendered for
+    /// the kinds present.
+    open_by_kind: [usize; Dialect::KINDS],
+    batch: Batch,
+}
+
+/// Consecutive broadcasts to the same audience, gathered so that each reader
+/// gets them in one append (a sender whose one read holds 64 lines costs one
+/// copy per reader, not 64). Delivered before anything else is said, and at
+/// the end of every call into the core, so order is kept.
+#[derive(Debug, Default)]
+struct Batch {
+    /// (audience version, sender left out) of what is gathered.
+    key: Option<(u64, ConnId)>,
+    audience: Vec<ConnId>,
+    /// What is gathered, as each dialect kind says it.
     rendered: [Vec<u8>; Dialect::KINDS],
 }
 
-/// Queues one rendered message for `conn`, enforcing the per-reader limit. A
-/// reader that cannot take it even after a write attempt is doomed.
-#[inline]
+/// Past this many bytes, a batch is delivered at once: it bounds the memory
+/// a batch holds and how late its first line is.
+const MAX_BATCH: usize = 64 * 1024;
+
+/// Queues one rendered message for `conn`, enforcing the per-reader limit.
+/// The hot path of every delivery: kept small so it inlines into the loops.
+#[inline(always)]
 fn queue(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) {
-    let before = conn.pending();
-    if before + message.len() > MAX_OUTPUT {
-        // Only a reader that cannot take what is already pending is behind;
-        // one that reads has had no chance yet this turn. A write error shows
-        // again, and is handled, when the turn flushes.
-        let _ = conn.transport.write(&mut conn.socket, &mut conn.out);
-        queues.total_output = queues.total_output - before + conn.pending();
-        if conn.pending() + message.len() > MAX_OUTPUT {
-            warn!(
-                "{}: more than {MAX_OUTPUT} bytes of output pending, disconnecting a reader that is too slow",
-                conn.peer
-            );
-            doom(key, conn, queues);
-            return;
-        }
+    if conn.pending() + message.len() > MAX_OUTPUT {
+        queue_behind(key, conn, message, queues);
+        return;
     }
-    let before = conn.pending();
+    // A transport's `encode` adds exactly `message.len()` to what is
+    // pending (see `Transport::encode`).
     conn.transport.encode(message, &mut conn.out);
-    queues.total_output += conn.pending() - before;
+    queues.total_output += message.len();
+    if !conn.queued_flush {
+        conn.queued_flush = true;
+        queues.flush.push(key);
+    }
+}
+
+/// [`queue`] for a reader with nearly 1 MiB pending: one write attempt,
+/// then it is either queued or doomed.
+#[cold]
+#[inline(never)]
+fn queue_behind(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) {
+    // Only a reader that cannot take what is already pending is behind; one
+    // that reads has had no chance yet this turn. A write error shows again,
+    // and is handled, when the turn flushes.
+    // Sealing can grow what is pending (TLS record headers and tags), so
+    // account by the difference, not by the bytes written.
+    let before = conn.pending();
+    let _ = conn.transport.write(&mut conn.socket, &mut conn.out);
+    queues.total_output = queues.total_output - before + conn.pending();
+    if conn.pending() + message.len() > MAX_OUTPUT {
+        warn!(
+            "{}: more than {MAX_OUTPUT} bytes of output pending, disconnecting a reader that is too slow",
+            conn.peer
+        );
+        doom(key, conn, queues);
+        return;
+    }
+    conn.transport.encode(message, &mut conn.out);
+    queues.total_output += message.len();
     if !conn.queued_flush {
         conn.queued_flush = true;
         queues.flush.push(key);
@@ -209,34 +247,66 @@ fn doom(key: usize, conn: &mut Connection, queues: &mut Queues) {
 }
 
 impl Io {
-    /// Keeps all output under `--max-output-mb`: dooms the readers furthest
-    /// behind until the total is back under seven eighths of the limit (the
-    /// headroom saves a scan of every connection on the next message).
-    fn shed(&mut self) {
-        let target = self.queues.max_total_output / 8 * 7;
-        while self.queues.total_output > target {
-            let Some((key, _)) = self
-                .conns
-                .iter()
-                .filter(|(_, c)| c.phase != Phase::Doomed)
-                .max_by_key(|(_, c)| c.pending())
-            else {
-                return;
+    /// Delivers the gathered broadcasts to each reader of their audience.
+    fn deliver_batch(&mut self) {
+        let Some((_, except)) = self.batch.key.take() else {
+            return;
+        };
+        for &id in &self.batch.audience {
+            if id == except {
+                continue;
+            }
+            let Some(conn) = self.conns.get_mut(id.key()) else {
+                continue;
             };
-            let conn = &mut self.conns[key];
-            warn!(
-                "{}: all output buffers together over {} bytes, disconnecting the reader furthest behind ({} bytes pending)",
-                conn.peer,
-                self.queues.max_total_output,
-                conn.pending()
+            if conn.id != id || conn.phase == Phase::Doomed {
+                continue;
+            }
+            queue(
+                id.key(),
+                conn,
+                &self.batch.rendered[conn.dialect.kind()],
+                &mut self.queues,
             );
-            doom(key, conn, &mut self.queues);
+            if self.queues.total_output > self.queues.max_total_output {
+                shed(&mut self.conns, &mut self.queues);
+            }
         }
+        self.batch.audience.clear();
+        for rendered in &mut self.batch.rendered {
+            rendered.clear();
+        }
+    }
+}
+
+/// Keeps all output under `--max-output-mb`: dooms the readers furthest
+/// behind until the total is back under seven eighths of the limit (the
+/// headroom saves a scan of every connection on the next message).
+#[cold]
+fn shed(conns: &mut Slab<Connection>, queues: &mut Queues) {
+    let target = queues.max_total_output / 8 * 7;
+    while queues.total_output > target {
+        let Some((key, _)) = conns
+            .iter()
+            .filter(|(_, c)| c.phase != Phase::Doomed)
+            .max_by_key(|(_, c)| c.pending())
+        else {
+            return;
+        };
+        let conn = &mut conns[key];
+        warn!(
+            "{}: all output buffers together over {} bytes, disconnecting the reader furthest behind ({} bytes pending)",
+            conn.peer,
+            queues.max_total_output,
+            conn.pending()
+        );
+        doom(key, conn, queues);
     }
 }
 
 impl Outbox for Io {
     fn send(&mut self, to: ConnId, event: Event<'_>) {
+        self.deliver_batch();
         let lang = self.lang;
         let Some(conn) = self
             .conns
@@ -245,16 +315,16 @@ impl Outbox for Io {
         else {
             return;
         };
-        let rendered = &mut self.rendered[conn.dialect.kind()];
-        rendered.clear();
-        conn.dialect.render(lang, &event, rendered);
-        queue(to.key(), conn, rendered, &mut self.queues);
+        self.rendered.clear();
+        conn.dialect.render(lang, &event, &mut self.rendered);
+        queue(to.key(), conn, &self.rendered, &mut self.queues);
         if self.queues.total_output > self.queues.max_total_output {
-            self.shed();
+            shed(&mut self.conns, &mut self.queues);
         }
     }
 
     fn close(&mut self, conn: ConnId) {
+        self.deliver_batch();
         self.close_requests.push(conn);
     }
 
@@ -262,30 +332,20 @@ impl Outbox for Io {
         self.worker.submit(job);
     }
 
-    fn broadcast(&mut self, to: &[ConnId], except: ConnId, event: Event<'_>) {
-        let mut rendered = [false; Dialect::KINDS];
-        for &id in to {
-            if id == except {
-                continue;
+    fn broadcast(&mut self, to: Audience<'_>, except: ConnId, event: Event<'_>) {
+        let key = (to.version, except);
+        if self.batch.key != Some(key) {
+            self.deliver_batch();
+            self.batch.key = Some(key);
+            self.batch.audience.extend_from_slice(to.conns);
+        }
+        for (kind, rendered) in self.batch.rendered.iter_mut().enumerate() {
+            if self.open_by_kind[kind] > 0 {
+                Dialect::render_broadcast(kind, self.lang, &event, rendered);
             }
-            let Some(conn) = self
-                .conns
-                .get_mut(id.key())
-                .filter(|c| c.id == id && c.phase != Phase::Doomed)
-            else {
-                continue;
-            };
-            let kind = conn.dialect.kind();
-            if !rendered[kind] {
-                rendered[kind] = true;
-                self.rendered[kind].clear();
-                conn.dialect
-                    .render(self.lang, &event, &mut self.rendered[kind]);
-            }
-            queue(id.key(), conn, &self.rendered[kind], &mut self.queues);
-            if self.queues.total_output > self.queues.max_total_output {
-                self.shed();
-            }
+        }
+        if self.batch.rendered.iter().any(|r| r.len() > MAX_BATCH) {
+            self.deliver_batch();
         }
     }
 }
@@ -330,7 +390,7 @@ impl Server {
     /// Loads the accounts, binds the listener and starts the auth workers.
     pub fn bind(config: ServerConfig) -> Result<Self, String> {
         // First, so that a signal during start-up (loading the accounts,
-        // hashing the dummy password) waits for the loop instead of killing
+        // taking the lock) waits for the loop instead of killing
         // the process with a non-zero status.
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
             .map_err(|e| format!("cannot catch signals: {e}"))?;
@@ -392,7 +452,9 @@ impl Server {
                 lang: config.lang,
                 close_requests: Vec::new(),
                 worker,
-                rendered: Default::default(),
+                rendered: Vec::new(),
+                open_by_kind: [0; Dialect::KINDS],
+                batch: Batch::default(),
             },
             config,
             lingering: VecDeque::new(),
@@ -663,6 +725,7 @@ impl Server {
         if transport.is_handshaking() {
             self.handshakes.push_back((now + HANDSHAKE_TIMEOUT, id));
         }
+        self.io.open_by_kind[dialect.kind()] += 1;
         entry.insert(Connection::new(id, socket, peer, transport, dialect));
         self.chat.connect(id, peer, now);
         debug!("{peer}: connected as conn {key}");
@@ -713,7 +776,16 @@ impl Server {
             }
             match result {
                 Ok(0) => conn.peer_eof = true,
-                Ok(n) => budget = budget.saturating_sub(n),
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    if !conn.lines.telnet_replies().is_empty() {
+                        // Telnet shows nothing more until its options are
+                        // answered, and sends no newline after them (SPEC 1).
+                        let replies = conn.lines.telnet_replies().to_vec();
+                        conn.lines.clear_telnet_replies();
+                        queue(key, conn, &replies, &mut self.io.queues);
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::InvalidData => {
@@ -775,11 +847,15 @@ impl Server {
     /// Answers the core's close requests: each connection leaves the core at
     /// once (its user goes offline now, not when the socket is finally
     /// dropped) and is flushed and closed.
+    /// Also delivers what the outbox gathered: call it after every call into
+    /// the core.
     fn settle(&mut self) {
+        self.io.deliver_batch();
         while let Some(id) = self.io.close_requests.pop() {
             if self.io.conns.get(id.key()).is_some_and(|c| c.id == id) {
                 self.begin_close(id.key());
             }
+            self.io.deliver_batch();
         }
     }
 
@@ -807,6 +883,7 @@ impl Server {
         }
         self.lingering.push_back((Instant::now() + LINGER, id));
         self.chat.disconnect(id, &mut self.io);
+        self.io.deliver_batch();
     }
 
     /// Reads and throws away what a closing connection still sends, so that
@@ -893,8 +970,10 @@ impl Server {
             conn.in_core = false;
             let id = conn.id;
             self.chat.disconnect(id, &mut self.io);
+            self.io.deliver_batch();
         }
         let mut conn = self.io.conns.remove(key);
+        self.io.open_by_kind[conn.dialect.kind()] -= 1;
         if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
             debug!("{}: deregister failed: {e}", conn.peer);
         }

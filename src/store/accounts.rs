@@ -1,124 +1,26 @@
-//! Accounts that survive: the accounts file, argon2id hashing, and the worker
-//! threads that do both off the event loop.
+//! Accounts that survive: the accounts file, read and appended to.
 //!
 //! The seed kept `akun[]` in memory with clear-text passwords. Here each account
-//! is one line of a text file, its password an argon2id PHC string, and the
-//! line is written and fsynced before `REGIST_OK` is sent. Hashing takes tens of
-//! milliseconds by design and fsync can take longer, so both run on worker
-//! threads; results go back to the loop over a channel and a [`mio::Waker`].
-//!
-//! File format, version 1 (UTF-8, `\n`-terminated lines):
-//!
-//! ```text
-//! chat-accounts v1
-//! <username> <argon2id PHC string>
-//! ```
-//!
-//! Lines are only ever appended. A crash mid-append leaves a last line without
-//! its `\n`; [`AccountFile::open`] drops that torn line (it never got its
-//! `REGIST_OK`) and refuses to start on anything else it does not understand.
+//! is one line of a text file (format and reading rules in [`super::parse`]),
+//! its password an argon2id PHC string ([`super::hash`]), and the line is
+//! written and fsynced before `REGIST_OK` is sent, by the worker threads of
+//! [`super::worker`].
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
-use std::thread;
 
-use argon2::password_hash::rand_core::{OsRng, RngCore};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
 use log::{error, warn};
 
-use crate::core::auth::{AuthDone, AuthJob, AuthOutcome};
-use crate::wire::protocol::valid_username;
+use super::hash::ParamCounts;
+use super::lock::try_lock;
+use super::parse::{Tail, parse_accounts};
 
-/// The first line of every accounts file; the number is the format version.
-pub const HEADER: &str = "chat-accounts v1";
-
-/// The cost of new password hashes (`--hash-params m=KIB,t=ITER,p=LANES`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HashParams {
-    pub m_kib: u32,
-    pub t: u32,
-    pub p: u32,
-}
-
-impl Default for HashParams {
-    /// OWASP's minimum for argon2id: 19 MiB, 2 iterations, 1 lane.
-    fn default() -> Self {
-        Self {
-            m_kib: 19456,
-            t: 2,
-            p: 1,
-        }
-    }
-}
-
-impl fmt::Display for HashParams {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "m={},t={},p={}", self.m_kib, self.t, self.p)
-    }
-}
-
-impl FromStr for HashParams {
-    type Err = String;
-
-    /// Parses `m=KIB,t=ITER,p=LANES`; any of the three may be left out.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut params = HashParams::default();
-        for part in s.split(',').filter(|p| !p.is_empty()) {
-            let (key, value) = part
-                .split_once('=')
-                .ok_or_else(|| format!("expected KEY=VALUE, got {part:?}"))?;
-            let value: u32 = value
-                .parse()
-                .map_err(|_| format!("{key}: not a number: {value:?}"))?;
-            match key {
-                "m" => params.m_kib = value,
-                "t" => params.t = value,
-                "p" => params.p = value,
-                _ => return Err(format!("unknown parameter {key:?} (use m, t, p)")),
-            }
-        }
-        params.argon2()?;
-        Ok(params)
-    }
-}
-
-impl HashParams {
-    /// The argon2id hasher for these parameters.
-    fn argon2(&self) -> Result<Argon2<'static>, String> {
-        let params =
-            Params::new(self.m_kib, self.t, self.p, None).map_err(|e| format!("argon2: {e}"))?;
-        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
-    }
-}
-
-/// Hashes a password into a PHC string with a fresh random salt.
-pub fn hash_password(hasher: &Argon2<'_>, password: &str) -> Result<String, String> {
-    let salt = SaltString::generate(&mut OsRng);
-    hasher
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
-}
-
-/// Checks a password against a PHC string, with the parameters written in it.
-pub fn verify_password(phc: &str, password: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(hash) => Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok(),
-        Err(e) => {
-            error!("unreadable password hash in accounts: {e}");
-            false
-        }
-    }
-}
+pub use super::hash::HashParams;
+pub use super::parse::HEADER;
+pub use super::worker::AuthWorker;
 
 /// Why the accounts file could not be loaded.
 #[derive(Debug)]
@@ -140,18 +42,26 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
-/// The open accounts file, positioned for appending.
+/// The open accounts file, positioned for appending, and locked: no other
+/// server can open it while this one runs.
 #[derive(Debug)]
 pub struct AccountFile {
     file: File,
     /// Length of the file up to its last whole line: where a failed append is
     /// cut back to.
     len: u64,
+    /// The cost of each stored hash, for the dummy hash of unknown names.
+    counts: ParamCounts,
 }
 
 impl AccountFile {
-    /// Opens (creating, mode 0600) and reads the accounts file. Returns the file
-    /// and its accounts as (name, PHC) pairs.
+    /// Opens (creating, mode 0600), locks and reads the accounts file.
+    /// Returns the file and its accounts as (name, PHC) pairs.
+    ///
+    /// In order: the lock first, so that a second server changes nothing; a
+    /// file others can read or write is made 0600; then the contents are
+    /// parsed before anything is written, so a bad file is left as it was;
+    /// last, a torn last line is cut off, or a missing final `\n` added.
     pub fn open(path: &Path) -> Result<(Self, Vec<(String, String)>), LoadError> {
         let fail = |line: Option<usize>, reason: String| LoadError {
             path: path.to_owned(),
@@ -165,59 +75,40 @@ impl AccountFile {
             .mode(0o600)
             .open(path)
             .map_err(|e| fail(None, e.to_string()))?;
+        try_lock(&file).map_err(|reason| fail(None, reason))?;
+        make_private(&file, path).map_err(|e| fail(None, e))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|e| fail(None, e.to_string()))?;
-        let whole = bytes
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |at| at + 1);
-        // Parse before touching the file: a bad file is left as it was. Each
-        // line is decoded on its own, so that bytes that are not UTF-8 are
-        // reported with their line number like any other malformed line.
-        let mut accounts = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let lines = match whole {
-            0 => None,
-            _ => Some(bytes[..whole - 1].split(|&b| b == b'\n')),
-        };
-        for (index, line) in lines.into_iter().flatten().enumerate() {
-            let number = index + 1;
-            let line = std::str::from_utf8(line)
-                .map_err(|e| fail(Some(number), format!("not UTF-8: {e}")))?;
-            // As `str::lines` did before: a `\r\n` ending is accepted.
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            if number == 1 {
-                if line != HEADER {
-                    return Err(fail(Some(1), format!("expected header {HEADER:?}")));
-                }
-                continue;
-            }
-            let (name, phc) = line
-                .split_once(' ')
-                .ok_or_else(|| fail(Some(number), "expected \"USERNAME PHC\"".into()))?;
-            if !valid_username(name) {
-                return Err(fail(Some(number), format!("invalid username {name:?}")));
-            }
-            let hash = PasswordHash::new(phc)
-                .map_err(|e| fail(Some(number), format!("bad password hash: {e}")))?;
-            check_stored_hash(&hash).map_err(|reason| fail(Some(number), reason))?;
-            if !seen.insert(name) {
-                return Err(fail(Some(number), format!("duplicate username {name:?}")));
-            }
-            accounts.push((name.to_owned(), phc.to_owned()));
+        let parsed = parse_accounts(&bytes).map_err(|bad| fail(Some(bad.line), bad.reason))?;
+        let mut counts = ParamCounts::default();
+        for account in &parsed.accounts {
+            counts.add(account.params);
         }
         let mut store = AccountFile {
             file,
-            len: whole as u64,
+            len: parsed.keep as u64,
+            counts,
         };
-        if whole < bytes.len() {
-            warn!(
-                "{}: dropping a torn last line of {} bytes (a write cut short by a crash)",
-                path.display(),
-                bytes.len() - whole
-            );
-            store.cut_back().map_err(|e| fail(None, e.to_string()))?;
+        match parsed.tail {
+            Tail::Whole => {}
+            Tail::Torn => {
+                warn!(
+                    "{}: dropping a torn last line of {} bytes (a write cut short by a crash)",
+                    path.display(),
+                    bytes.len() - parsed.keep
+                );
+                store.cut_back().map_err(|e| fail(None, e.to_string()))?;
+            }
+            Tail::MissingNewline => {
+                warn!(
+                    "{}: the last line is whole but lacks its final newline; adding it",
+                    path.display()
+                );
+                store
+                    .write_synced(b"\n")
+                    .map_err(|e| fail(None, format!("cannot add the final newline: {e}")))?;
+            }
         }
         if store.len == 0 {
             store
@@ -225,7 +116,17 @@ impl AccountFile {
                 .map_err(|e| fail(None, e.to_string()))?;
             sync_parent_dir(path);
         }
+        let accounts = parsed
+            .accounts
+            .into_iter()
+            .map(|account| (account.name, account.phc))
+            .collect();
         Ok((store, accounts))
+    }
+
+    /// How many stored hashes use each cost.
+    pub fn param_counts(&self) -> &ParamCounts {
+        &self.counts
     }
 
     /// Appends an account and waits until it is on disk. On failure the file
@@ -238,9 +139,14 @@ impl AccountFile {
         let mut bytes = Vec::with_capacity(line.len() + 1);
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
+        self.write_synced(&bytes)
+    }
+
+    /// Appends `bytes` and fsyncs; on failure cuts back to the last whole line.
+    fn write_synced(&mut self, bytes: &[u8]) -> io::Result<()> {
         let written = self
             .file
-            .write_all(&bytes)
+            .write_all(bytes)
             .and_then(|()| self.file.sync_data());
         match written {
             Ok(()) => {
@@ -262,28 +168,28 @@ impl AccountFile {
     }
 }
 
-/// Checks that a stored hash is one [`verify_password`] can use: argon2id, a
-/// known version, parameters argon2 accepts, a salt and an output. Without
-/// this, an account with, say, `m=1` would load and then silently never log
-/// in (SPEC section 4: a malformed line stops the start).
-fn check_stored_hash(hash: &PasswordHash<'_>) -> Result<(), String> {
-    if hash.algorithm.as_str() != "argon2id" {
-        return Err("password hash is not argon2id".into());
-    }
-    if let Some(version) = hash.version {
-        Version::try_from(version).map_err(|e| format!("bad argon2 version: {e}"))?;
-    }
-    Params::try_from(hash).map_err(|e| format!("bad argon2 parameters: {e}"))?;
-    let salt = hash.salt.ok_or("password hash has no salt")?;
-    let mut buf = [0u8; 64];
-    let salt = salt
-        .decode_b64(&mut buf)
-        .map_err(|e| format!("bad salt in password hash: {e}"))?;
-    if salt.len() < argon2::MIN_SALT_LEN {
-        return Err("password hash salt is too short".into());
-    }
-    if hash.hash.is_none() {
-        return Err("password hash has no output".into());
+/// Makes a file that group or others may read or write private (0600), with a
+/// warning: password hashes are for this server only, and an offline guess
+/// at a weak password needs nothing more than the hash.
+fn make_private(file: &File, path: &Path) -> Result<(), String> {
+    let mode = file
+        .metadata()
+        .map_err(|e| format!("cannot stat: {e}"))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        file.set_permissions(Permissions::from_mode(0o600))
+            .map_err(|e| {
+                format!(
+                    "mode {:o} lets others read it, and chmod 0600 failed: {e}",
+                    mode & 0o7777
+                )
+            })?;
+        warn!(
+            "{}: was mode {:o}, open to group or others; made it 0600",
+            path.display(),
+            mode & 0o7777
+        );
     }
     Ok(())
 }
@@ -299,146 +205,10 @@ fn sync_parent_dir(path: &Path) {
     }
 }
 
-/// The threads that hash, verify and persist, and the channels to them.
-pub struct AuthWorker {
-    jobs: Sender<AuthJob>,
-    results: Receiver<AuthDone>,
-}
-
-impl AuthWorker {
-    /// Starts `threads` workers. `store` is `None` for `--accounts :memory:`.
-    /// `wake` is called after each result is queued, to wake the event loop.
-    pub fn spawn(
-        threads: usize,
-        store: Option<AccountFile>,
-        params: HashParams,
-        wake: Arc<dyn Fn() + Send + Sync>,
-    ) -> Result<Self, String> {
-        let hasher = params.argon2()?;
-        // Unknown names are verified against this, so they cost a real
-        // verification and timing does not tell which names exist.
-        let mut random = [0u8; 16];
-        OsRng.fill_bytes(&mut random);
-        let dummy_password: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let dummy: Arc<str> = hash_password(&hasher, &dummy_password)?.into();
-        let (jobs, job_rx) = mpsc::channel::<AuthJob>();
-        let (result_tx, results) = mpsc::channel();
-        let job_rx = Arc::new(Mutex::new(job_rx));
-        let store = Arc::new(Mutex::new(store));
-        for index in 0..threads.max(1) {
-            let job_rx = Arc::clone(&job_rx);
-            let result_tx = result_tx.clone();
-            let store = Arc::clone(&store);
-            let hasher = hasher.clone();
-            let dummy = Arc::clone(&dummy);
-            let wake = Arc::clone(&wake);
-            thread::Builder::new()
-                .name(format!("auth-{index}"))
-                .spawn(move || {
-                    lower_thread_priority();
-                    loop {
-                        let job = match job_rx.lock() {
-                            Ok(rx) => match rx.recv() {
-                                Ok(job) => job,
-                                Err(_) => return,
-                            },
-                            Err(_) => return,
-                        };
-                        let done = run_job(job, &hasher, &dummy, &store);
-                        if result_tx.send(done).is_err() {
-                            return;
-                        }
-                        wake();
-                    }
-                })
-                .map_err(|e| format!("cannot start auth worker: {e}"))?;
-        }
-        Ok(Self { jobs, results })
-    }
-
-    /// Hands a job to the workers.
-    pub fn submit(&self, job: AuthJob) {
-        if self.jobs.send(job).is_err() {
-            error!("auth workers have stopped");
-        }
-    }
-
-    /// A finished job, if one is waiting.
-    pub fn try_result(&self) -> Option<AuthDone> {
-        self.results.try_recv().ok()
-    }
-}
-
-/// Puts the calling worker thread at the lowest priority (nice 19), so that
-/// when hashing and the event loop share a core the loop gets it back at once
-/// instead of after the hash's time slice: chat stays fast during a login storm.
-fn lower_thread_priority() {
-    // SAFETY: gettid and setpriority have no memory effects; on Linux a thread
-    // id given to PRIO_PROCESS changes only that thread.
-    let failed = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 19) != 0
-    };
-    if failed {
-        warn!(
-            "cannot lower the priority of an auth worker: {}",
-            io::Error::last_os_error()
-        );
-    }
-}
-
-/// Does one job on a worker thread.
-fn run_job(
-    job: AuthJob,
-    hasher: &Argon2<'_>,
-    dummy: &str,
-    store: &Mutex<Option<AccountFile>>,
-) -> AuthDone {
-    match job {
-        AuthJob::Verify {
-            ticket,
-            phc,
-            password,
-        } => {
-            let matched = verify_password(phc.as_deref().unwrap_or(dummy), &password);
-            AuthDone {
-                ticket,
-                outcome: AuthOutcome::Verified(matched && phc.is_some()),
-            }
-        }
-        AuthJob::Register {
-            ticket,
-            username,
-            password,
-        } => {
-            let stored = hash_password(hasher, &password).and_then(|phc| {
-                let mut guard = store
-                    .lock()
-                    .map_err(|_| "accounts lock poisoned".to_owned())?;
-                if let Some(file) = guard.as_mut() {
-                    file.append(&username, &phc)
-                        .map_err(|e| format!("cannot write account {username}: {e}"))?;
-                }
-                Ok(phc)
-            });
-            let outcome = match stored {
-                Ok(phc) => AuthOutcome::Registered {
-                    username,
-                    phc: phc.into(),
-                },
-                Err(e) => {
-                    error!("{e}");
-                    AuthOutcome::StorageFailed { username }
-                }
-            };
-            AuthDone { ticket, outcome }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::hash::Hasher;
 
     fn temp_path(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("chat-accounts-{}-{name}", std::process::id()));
@@ -447,33 +217,10 @@ mod tests {
         dir.join("accounts.db")
     }
 
-    fn cheap() -> Argon2<'static> {
-        "m=64,t=1,p=1"
-            .parse::<HashParams>()
+    fn cheap_hash(password: &str) -> String {
+        Hasher::new()
+            .hash("m=64,t=1,p=1".parse().unwrap(), password)
             .unwrap()
-            .argon2()
-            .unwrap()
-    }
-
-    #[test]
-    fn hash_params_parse_and_reject() {
-        assert_eq!("".parse::<HashParams>().unwrap(), HashParams::default());
-        let p: HashParams = "m=256,t=1,p=1".parse().unwrap();
-        assert_eq!((p.m_kib, p.t, p.p), (256, 1, 1));
-        assert_eq!(p.to_string(), "m=256,t=1,p=1");
-        assert!("m=1,t=1,p=1".parse::<HashParams>().is_err());
-        assert!("x=3".parse::<HashParams>().is_err());
-        assert!("m=abc".parse::<HashParams>().is_err());
-    }
-
-    #[test]
-    fn hashes_are_argon2id_and_verify_with_their_own_params() {
-        let phc = hash_password(&cheap(), "s3cret").unwrap();
-        assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
-        assert!(!phc.contains("s3cret"));
-        assert!(verify_password(&phc, "s3cret"));
-        assert!(!verify_password(&phc, "s3cret!"));
-        assert!(!verify_password("not a hash", "x"));
     }
 
     #[test]
@@ -482,7 +229,7 @@ mod tests {
         let path = temp_path("reopen");
         let (mut file, accounts) = AccountFile::open(&path).unwrap();
         assert!(accounts.is_empty());
-        let phc = hash_password(&cheap(), "pw").unwrap();
+        let phc = cheap_hash("pw");
         file.append("alice", &phc).unwrap();
         drop(file);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
@@ -496,7 +243,7 @@ mod tests {
     #[test]
     fn a_torn_last_line_is_dropped_and_cut_off() {
         let path = temp_path("torn");
-        let phc = hash_password(&cheap(), "pw").unwrap();
+        let phc = cheap_hash("pw");
         std::fs::write(
             &path,
             format!("{HEADER}\nalice {phc}\nbob $argon2id$v=19$m=6"),
@@ -513,7 +260,7 @@ mod tests {
     #[test]
     fn a_malformed_middle_line_stops_the_load_and_names_the_line() {
         let path = temp_path("bad");
-        let phc = hash_password(&cheap(), "pw").unwrap();
+        let phc = cheap_hash("pw");
         let content = format!("{HEADER}\nalice {phc}\ngarbage\ncarol {phc}\n");
         std::fs::write(&path, &content).unwrap();
         let err = AccountFile::open(&path).unwrap_err();
@@ -529,7 +276,7 @@ mod tests {
     #[test]
     fn unusable_hashes_and_non_utf8_lines_stop_the_load_with_their_line() {
         let path = temp_path("unusable");
-        let phc = hash_password(&cheap(), "pw").unwrap();
+        let phc = cheap_hash("pw");
         let (no_output, output) = phc.rsplit_once('$').unwrap();
         let short_salt = "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$";
         for bad in [
@@ -556,41 +303,39 @@ mod tests {
     }
 
     #[test]
-    fn worker_registers_verifies_and_uses_the_dummy_for_unknown_names() {
-        use crate::core::auth::Ticket;
-        let path = temp_path("worker");
-        let (file, _) = AccountFile::open(&path).unwrap();
-        let params: HashParams = "m=64,t=1,p=1".parse().unwrap();
-        let worker = AuthWorker::spawn(2, Some(file), params, Arc::new(|| {})).unwrap();
-        let ticket = Ticket::new(1, 1);
-        let wait = || loop {
-            if let Some(done) = worker.try_result() {
-                return done;
-            }
-            thread::sleep(std::time::Duration::from_millis(1));
-        };
-        worker.submit(AuthJob::Register {
-            ticket,
-            username: "alice".into(),
-            password: "pw".into(),
-        });
-        let AuthOutcome::Registered { phc, .. } = wait().outcome else {
-            panic!("expected Registered");
-        };
-        let on_disk = std::fs::read_to_string(&path).unwrap();
-        assert!(on_disk.contains(&format!("alice {phc}\n")));
-        assert!(!on_disk.contains(" pw"));
-        for (phc, password, expect) in [
-            (Some(phc.clone()), "pw", true),
-            (Some(phc), "nope", false),
-            (None, "pw", false),
-        ] {
-            worker.submit(AuthJob::Verify {
-                ticket,
-                phc,
-                password: password.into(),
-            });
-            assert!(matches!(wait().outcome, AuthOutcome::Verified(m) if m == expect));
-        }
+    fn a_whole_last_line_without_its_newline_is_kept_and_the_newline_added() {
+        let path = temp_path("nonl");
+        let phc = cheap_hash("pw");
+        std::fs::write(&path, format!("{HEADER}\nalice {phc}")).unwrap();
+        let (_, accounts) = AccountFile::open(&path).unwrap();
+        assert_eq!(accounts, vec![("alice".to_owned(), phc.clone())]);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{HEADER}\nalice {phc}\n")
+        );
+        std::fs::write(&path, HEADER).unwrap();
+        AccountFile::open(&path).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{HEADER}\n")
+        );
+    }
+
+    #[test]
+    fn an_open_file_is_made_private_and_locked() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = temp_path("private");
+        std::fs::write(&path, format!("{HEADER}\n")).unwrap();
+        std::fs::set_permissions(&path, Permissions::from_mode(0o664)).unwrap();
+        let (first, _) = AccountFile::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let err = AccountFile::open(&path).unwrap_err();
+        assert!(
+            err.to_string().contains("in use by another server"),
+            "{err}"
+        );
+        drop(first);
+        AccountFile::open(&path).unwrap();
     }
 }

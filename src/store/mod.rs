@@ -1,4 +1,16 @@
 //! What outlives the process: the accounts file and the worker threads that
 //! hash passwords and write to it.
+//!
+//! - [`parse`]: the file's format and rules, on bytes, with no I/O;
+//! - [`accounts`]: the file itself: open, lock, check, append;
+//! - [`hash`]: argon2id with one reused block of memory per worker;
+//! - [`worker`]: the threads that run hashes and writes off the event loop;
+//! - [`lock`]: the one-server-per-file lock, shared with later stores.
 
 pub mod accounts;
+pub mod hash;
+pub mod lock;
+pub mod parse;
+pub mod worker;
+
+pub use lock::lock_exclusive;

@@ -22,7 +22,7 @@ pub mod tls;
 use std::io::{self, Read, Write};
 
 use crate::server::output::OutputBuffer;
-use crate::wire::framing::{LineBuffer, READ_CHUNK};
+use crate::wire::framing::LineBuffer;
 
 /// A connection's transport.
 #[derive(Debug)]
@@ -49,17 +49,16 @@ impl Transport {
         out: &mut OutputBuffer,
     ) -> io::Result<usize> {
         match self {
-            Transport::Plain => {
-                let mut chunk = [0u8; READ_CHUNK];
-                let n = socket.read(&mut chunk)?;
-                lines.extend(&chunk[..n]);
-                Ok(n)
-            }
+            Transport::Plain => lines.read_from(socket),
             Transport::Tls(tls) => tls.read(socket, lines, out),
         }
     }
 
     /// Queues one message of the dialect (a line, or a prompt) for the peer.
+    /// It adds exactly `message.len()` to what is pending (`out.pending()`
+    /// plus [`staged`](Self::staged)), which the loop's accounting of output
+    /// relies on: a transport whose wire form differs in size (TLS) stages
+    /// the message and encodes it in [`write`](Self::write).
     #[inline]
     pub fn encode(&mut self, message: &[u8], out: &mut OutputBuffer) {
         match self {

@@ -27,7 +27,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::server::output::OutputBuffer;
-use crate::wire::framing::{LineBuffer, READ_CHUNK};
+use crate::wire::framing::LineBuffer;
 
 /// A handshake not finished this long after the connection was accepted
 /// closes the connection (SPEC section 8.1).
@@ -138,17 +138,10 @@ impl TlsTransport {
             }
         };
         if state.plaintext_bytes_to_read() > 0 {
-            let mut chunk = [0u8; READ_CHUNK];
-            loop {
-                match self.tls.reader().read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(got) => lines.extend(&chunk[..got]),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    // Unexpected end of stream: shows as Ok(0) from
-                    // read_tls, handled below and by the caller.
-                    Err(_) => break,
-                }
-            }
+            // Straight from rustls's buffer into the line buffer. Ends at
+            // WouldBlock (all taken), Ok(0) (close_notify) or an unexpected
+            // end of stream, which read_tls reports as Ok(0) to the caller.
+            while let Ok(1..) = lines.read_from(&mut self.tls.reader()) {}
         }
         // The handshake may have just completed with replies waiting.
         self.seal(out);
@@ -157,12 +150,13 @@ impl TlsTransport {
     }
 
     /// Stages one message; it is sealed when the connection is flushed.
+    /// Always adds exactly `message.len()` to [`staged`](Self::staged), as
+    /// the loop's accounting expects; after goodbye the stage is discarded at
+    /// the next write instead of sealed.
     #[inline]
     pub fn encode(&mut self, message: &[u8]) {
-        if !self.done {
-            self.staged.extend_from_slice(message);
-            self.used = true;
-        }
+        self.staged.extend_from_slice(message);
+        self.used = true;
     }
 
     /// Seals what is staged and writes `out` as far as the socket takes it.
@@ -201,7 +195,12 @@ impl TlsTransport {
     /// Turns the staged plaintext into records in `out`, once the handshake
     /// allows application data.
     fn seal(&mut self, out: &mut OutputBuffer) {
-        if self.staged.is_empty() || self.tls.is_handshaking() || self.done {
+        if self.done {
+            // Nothing may follow close_notify or a fatal alert.
+            self.staged.clear();
+            return;
+        }
+        if self.staged.is_empty() || self.tls.is_handshaking() {
             return;
         }
         // Cannot fail: with no buffer limit the writer takes everything.
@@ -321,11 +320,12 @@ mod tests {
 
         server.encode(b"Sampai jumpa\n");
         server.start_close(&mut out);
-        // Nothing is staged after goodbye.
+        // What comes after goodbye is counted, then discarded, never sent.
         server.encode(b"late\n");
-        assert_eq!(server.staged(), 0);
+        assert_eq!(server.staged(), 5);
         let mut wire = Vec::new();
-        out.write_to(&mut wire).unwrap();
+        server.write(&mut wire, &mut out).unwrap();
+        assert_eq!(server.staged(), 0);
         client.read_tls(&mut &wire[..]).unwrap();
         let state = client.process_new_packets().unwrap();
         assert!(state.peer_has_closed());

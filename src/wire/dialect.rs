@@ -44,6 +44,17 @@ impl Dialect {
         }
     }
 
+    /// Appends a broadcast (an event that reads the same for every reader:
+    /// a chat message, an offline notice) as dialect `kind` says it, without
+    /// a connection at hand: broadcasts are rendered once per kind.
+    #[inline]
+    pub fn render_broadcast(kind: usize, lang: Lang, event: &Event<'_>, out: &mut Vec<u8>) {
+        match kind {
+            0 => line::render(lang, event, out),
+            _ => debug_assert!(false, "no dialect of kind {kind}"),
+        }
+    }
+
     /// Hands the buffered lines to the core, in order, until it says to wait
     /// or none are left. `at_eof`: the peer has closed its side, so a last
     /// line without its `\n` counts too.

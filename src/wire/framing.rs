@@ -7,7 +7,9 @@
 //! or reordering anything. [`clean_line`] then turns a raw line into the text the
 //! chat core sees: telnet commands dropped, UTF-8 decoded lossily, control
 //! characters removed, so no user can send an escape sequence to another's
-//! terminal.
+//! terminal. The buffer also answers telnet option requests as the bytes
+//! arrive ([`LineBuffer::telnet_replies`]): telnet waits for those answers, so
+//! they cannot wait for a line to end.
 
 use std::borrow::Cow;
 
@@ -32,19 +34,45 @@ pub enum Frame<'a> {
     TooLong,
 }
 
-/// Splits a connection's byte stream into lines, enforcing [`MAX_LINE`].
+/// Removes the end of one line: a trailing `\n` if there is one, then one `\r`
+/// right before it (or at the very end, for a last line that had no `\n`).
 ///
-/// Bytes go in with [`extend`](Self::extend) and lines come out with
-/// [`next_frame`](Self::next_frame). The buffer never holds more than one line
-/// in progress plus what was read in one chunk, because the server stops reading
-/// while lines are still waiting.
+/// This is the single definition of a line end, used by [`LineBuffer`] for every
+/// line it hands out and by the client for every line it receives, so both
+/// sides agree on what a line is: `"a\r\n"` and `"a\n"` and `"a\r"` give `"a"`,
+/// `"a\r\r\n"` gives `"a\r"` (only one `\r` belongs to the terminator), and a
+/// `\r` that is not last is left alone.
+pub fn strip_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Splits a connection's byte stream into lines, enforcing [`MAX_LINE`], and
+/// answers telnet option negotiation as the bytes arrive.
+///
+/// Bytes go in with [`read_from`](Self::read_from) (straight from a socket) or
+/// [`extend`](Self::extend) (bytes some other layer already decoded), and lines
+/// come out with [`next_frame`](Self::next_frame). The buffer never holds more
+/// than one line in progress plus what was read in one chunk, because the
+/// server stops reading while lines are still waiting.
+///
+/// Telnet refusals ([`telnet_replies`](Self::telnet_replies)) are found while
+/// bytes come in, not when lines go out: a telnet client that sends `IAC DO
+/// TIMING-MARK` on Ctrl-C waits for the answer before it shows anything more,
+/// and it sends no newline after it.
 #[derive(Debug, Default)]
 pub struct LineBuffer {
+    /// `buf[start..end]` are the bytes not handed out yet. Bytes past `end`
+    /// are initialised spare room that [`read_from`](Self::read_from) reads
+    /// into without zeroing it again.
     buf: Vec<u8>,
-    /// Bytes of `buf` before this offset were already handed out.
     start: usize,
+    end: usize,
     /// Inside an over-long line: drop bytes up to and including the next `\n`.
     discarding: bool,
+    /// Telnet negotiation in progress; `None` (no allocation) for the common
+    /// connection that never sent an `IAC`, or is done with negotiating.
+    telnet: Option<Box<Telnet>>,
 }
 
 impl LineBuffer {
@@ -53,26 +81,87 @@ impl LineBuffer {
         Self::default()
     }
 
-    /// Appends bytes read from the socket.
+    /// Appends bytes that came from the peer (already decoded by a transport
+    /// such as TLS or WebSocket, or read into another buffer).
     pub fn extend(&mut self, bytes: &[u8]) {
-        if self.start > 0 {
-            // Move the unfinished tail to the front before growing, so the
-            // buffer stays about one line long however long the connection lives.
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
+        self.compact();
+        // Spare initialised room is dropped: copying into it would cost the
+        // same as appending, and appending keeps the length exact.
+        self.buf.truncate(self.end);
         self.buf.extend_from_slice(bytes);
+        self.end = self.buf.len();
+        self.scan_telnet(self.end - bytes.len());
+    }
+
+    /// Reads once from `src`, at most [`READ_CHUNK`] bytes, straight into the
+    /// buffer (no scratch buffer, no copy), then does what
+    /// [`extend`](Self::extend) does. Returns what `read` returned: `Ok(0)` is
+    /// end of stream, and `WouldBlock` is passed on for the caller's loop.
+    ///
+    /// The read room is zeroed only when the buffer grows, not on every read.
+    /// When the read ends a burst (end of stream, an error such as
+    /// `WouldBlock`) the room is given back if nothing is pending, so an idle
+    /// connection holds no buffer memory.
+    pub fn read_from<R: std::io::Read>(&mut self, src: &mut R) -> std::io::Result<usize> {
+        self.compact();
+        let want = self.end + READ_CHUNK;
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        match src.read(&mut self.buf[self.end..want]) {
+            Ok(0) => {
+                self.trim_room();
+                Ok(0)
+            }
+            Ok(n) => {
+                // A reader that claims more than it was given is a bug in the
+                // reader; never trust it past the room it had.
+                let n = n.min(READ_CHUNK);
+                self.end += n;
+                self.scan_telnet(self.end - n);
+                Ok(n)
+            }
+            Err(e) => {
+                self.trim_room();
+                Err(e)
+            }
+        }
+    }
+
+    /// The telnet refusals owed to the peer for what came in so far: `IAC
+    /// WONT x` for each `IAC DO x`, `IAC DONT x` for each `IAC WILL x`, in
+    /// order, every time asked. Empty for nearly every connection. The caller
+    /// queues them to the connection's output right after a read, then calls
+    /// [`clear_telnet_replies`](Self::clear_telnet_replies).
+    pub fn telnet_replies(&self) -> &[u8] {
+        match &self.telnet {
+            Some(t) => &t.replies,
+            None => &[],
+        }
+    }
+
+    /// Forgets the replies already queued; frees the negotiation state when no
+    /// sequence is half-way, so a telnet client costs nothing between
+    /// negotiations.
+    pub fn clear_telnet_replies(&mut self) {
+        if let Some(t) = &mut self.telnet {
+            if t.state == TelnetState::Data {
+                self.telnet = None;
+            } else {
+                t.replies.clear();
+            }
+        }
     }
 
     /// True when no bytes are waiting (a partial line counts as waiting).
     pub fn is_empty(&self) -> bool {
-        self.start == self.buf.len()
+        self.start == self.end
     }
 
     /// The next complete line or over-long report, if the buffered bytes hold one.
     pub fn next_frame(&mut self) -> Option<Frame<'_>> {
         loop {
-            let pending = &self.buf[self.start..];
+            let pending = &self.buf[self.start..self.end];
             let newline = pending.iter().position(|&b| b == b'\n');
             if self.discarding {
                 match newline {
@@ -91,10 +180,7 @@ impl LineBuffer {
                 Some(at) => {
                     let begin = self.start;
                     self.start += at + 1;
-                    let mut line = &self.buf[begin..begin + at];
-                    if let [rest @ .., b'\r'] = line {
-                        line = rest;
-                    }
+                    let line = strip_line_end(&self.buf[begin..self.start]);
                     if line.len() > MAX_LINE {
                         Some(Frame::TooLong)
                     } else {
@@ -122,11 +208,8 @@ impl LineBuffer {
             return None;
         }
         let begin = self.start;
-        self.start = self.buf.len();
-        let mut line = &self.buf[begin..];
-        if let [rest @ .., b'\r'] = line {
-            line = rest;
-        }
+        self.start = self.end;
+        let line = strip_line_end(&self.buf[begin..self.end]);
         if line.len() > MAX_LINE {
             Some(Frame::TooLong)
         } else {
@@ -141,18 +224,137 @@ impl LineBuffer {
             || (pending.len() == MAX_LINE + 1 && pending.last() != Some(&b'\r'))
     }
 
+    /// Moves the unfinished tail to the front before growing, so the buffer
+    /// stays about one line long however long the connection lives.
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
     fn clear(&mut self) {
-        self.buf.clear();
         self.start = 0;
+        self.end = 0;
         self.release_if_drained();
     }
 
     fn release_if_drained(&mut self) {
         if self.is_empty() {
-            self.buf.clear();
             self.start = 0;
+            self.end = 0;
             if self.buf.capacity() > KEEP_CAPACITY {
                 self.buf = Vec::new();
+            }
+        }
+    }
+
+    /// After a burst of reads: give back the read room. Nothing pending frees
+    /// the whole buffer; a partial line keeps only its own bytes.
+    fn trim_room(&mut self) {
+        self.compact();
+        self.buf.truncate(self.end);
+        self.buf.shrink_to_fit();
+    }
+
+    /// Looks for telnet commands in `buf[from..end]`, the bytes just added,
+    /// and queues the refusals they call for. The common chunk holds no `IAC`
+    /// and costs one `memchr`-style search.
+    fn scan_telnet(&mut self, from: usize) {
+        let chunk = &self.buf[from..self.end];
+        let telnet = match &mut self.telnet {
+            Some(t) => t,
+            None if !chunk.contains(&IAC) => return,
+            None => self.telnet.insert(Box::default()),
+        };
+        telnet.scan(chunk);
+    }
+}
+
+/// Where a telnet command sequence stands between reads: a sequence may be cut
+/// anywhere by TCP (`IAC` in one read, `DO` in the next, the option in a third).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum TelnetState {
+    /// Plain data.
+    #[default]
+    Data,
+    /// After `IAC`.
+    Iac,
+    /// After `IAC WILL/WONT/DO/DONT`: the option byte comes next.
+    Option(u8),
+    /// Inside `IAC SB ...`: up to `IAC SE`, or to the end of the line (as
+    /// [`clean_line`] treats it, so both agree where a subnegotiation ends).
+    Sub,
+    /// After an `IAC` inside a subnegotiation.
+    SubIac,
+}
+
+#[derive(Debug, Default)]
+struct Telnet {
+    state: TelnetState,
+    /// Refusals not yet handed to the connection's output.
+    replies: Vec<u8>,
+}
+
+impl Telnet {
+    fn scan(&mut self, chunk: &[u8]) {
+        let mut i = 0;
+        while i < chunk.len() {
+            match self.state {
+                TelnetState::Data => match chunk[i..].iter().position(|&b| b == IAC) {
+                    Some(at) => {
+                        i += at + 1;
+                        self.state = TelnetState::Iac;
+                    }
+                    None => return,
+                },
+                TelnetState::Iac => {
+                    let cmd = chunk[i];
+                    i += 1;
+                    self.state = match cmd {
+                        WILL..=DONT => TelnetState::Option(cmd),
+                        SB => TelnetState::Sub,
+                        // `IAC IAC` (a data 0xFF) or a two-byte command such
+                        // as `IAC IP`: nothing to answer.
+                        _ => TelnetState::Data,
+                    };
+                }
+                TelnetState::Option(cmd) => {
+                    let option = chunk[i];
+                    i += 1;
+                    // We do nothing and will do nothing: refuse both ways.
+                    // WONT and DONT are acknowledgements; answering them would
+                    // start a loop.
+                    match cmd {
+                        DO => self.replies.extend_from_slice(&[IAC, WONT, option]),
+                        WILL => self.replies.extend_from_slice(&[IAC, DONT, option]),
+                        _ => {}
+                    }
+                    self.state = TelnetState::Data;
+                }
+                TelnetState::Sub => match chunk[i..].iter().position(|&b| b == IAC || b == b'\n') {
+                    Some(at) => {
+                        self.state = if chunk[i + at] == IAC {
+                            TelnetState::SubIac
+                        } else {
+                            TelnetState::Data
+                        };
+                        i += at + 1;
+                    }
+                    None => return,
+                },
+                TelnetState::SubIac => {
+                    let b = chunk[i];
+                    i += 1;
+                    // Ends at the first `IAC SE`, as in `clean_line` (which
+                    // also ends it at the end of the line).
+                    self.state = match b {
+                        SE | b'\n' => TelnetState::Data,
+                        IAC => TelnetState::SubIac,
+                        _ => TelnetState::Sub,
+                    };
+                }
             }
         }
     }
@@ -165,6 +367,8 @@ const SB: u8 = 0xFA;
 const SE: u8 = 0xF0;
 /// WILL, WONT, DO, DONT: these carry one option byte.
 const WILL: u8 = 0xFB;
+const WONT: u8 = 0xFC;
+const DO: u8 = 0xFD;
 const DONT: u8 = 0xFE;
 
 /// Removes telnet IAC command sequences from raw bytes: `IAC IAC`, `IAC cmd`,
@@ -200,15 +404,33 @@ fn strip_telnet(raw: &[u8]) -> Cow<'_, [u8]> {
 }
 
 /// True for characters that must never reach another user's terminal: C0
-/// controls except TAB, DEL, and C1 controls.
+/// controls except TAB, DEL and C1 controls (escape sequences, bells), and the
+/// characters that reorder or hide text so a message can pretend to say what it
+/// does not: the bidirectional embedding, override and isolate controls
+/// (U+202A-U+202E, U+2066-U+2069), the line and paragraph separators (U+2028,
+/// U+2029), the zero-width space (U+200B) and the byte order mark / zero-width
+/// no-break space (U+FEFF).
 pub fn is_forbidden_control(c: char) -> bool {
-    c != '\t' && c.is_control()
+    if c.is_ascii() {
+        return c != '\t' && c.is_ascii_control();
+    }
+    c.is_control()
+        || matches!(
+            c,
+            '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{200B}'
+                | '\u{FEFF}'
+        )
 }
 
 /// Turns a raw line into clean text: telnet sequences removed, UTF-8 decoded
-/// lossily, control characters removed. Trimming is left to the caller, which
-/// needs the untrimmed text to find where a `send-to` message begins. A line
-/// that is already clean (nearly every line) is borrowed, not copied.
+/// lossily, forbidden characters ([`is_forbidden_control`]) removed. Trimming
+/// is left to the caller, which needs the untrimmed text to find where a
+/// `send-to` message begins. A line that is already clean (nearly every line)
+/// is borrowed, not copied.
 pub fn clean_line(raw: &[u8]) -> Cow<'_, str> {
     // Fast path for the common line: printable ASCII (and TAB) needs nothing
     // removed and is valid UTF-8 as it is.
@@ -364,5 +586,232 @@ mod tests {
     #[test]
     fn clean_handles_unterminated_subnegotiation() {
         assert_eq!(clean_line(b"ok\xff\xfa\x18junk"), "ok");
+    }
+
+    #[test]
+    fn clean_removes_text_reordering_and_hiding_characters() {
+        // A right-to-left override makes "txt.exe" look like "exe.txt".
+        assert_eq!(
+            clean_line("see \u{202E}txt.exe\u{202C}!".as_bytes()),
+            "see txt.exe!"
+        );
+        let hidden: String = [
+            '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
+            '\u{2068}', '\u{2069}', '\u{2028}', '\u{2029}', '\u{200B}', '\u{FEFF}',
+        ]
+        .iter()
+        .collect();
+        assert_eq!(clean_line(format!("a{hidden}b").as_bytes()), "ab");
+        // Their neighbours stay: ZWNJ/ZWJ (needed by some scripts), LRM, U+2065, U+2070.
+        let kept = "\u{200C}\u{200D}\u{200E}\u{2070}\u{2065}";
+        assert_eq!(clean_line(kept.as_bytes()), kept);
+    }
+
+    #[test]
+    fn strip_line_end_removes_one_terminator() {
+        assert_eq!(strip_line_end(b"a\r\n"), b"a");
+        assert_eq!(strip_line_end(b"a\n"), b"a");
+        assert_eq!(strip_line_end(b"a\r"), b"a");
+        assert_eq!(strip_line_end(b"a\r\r\n"), b"a\r");
+        assert_eq!(strip_line_end(b"a\n\n"), b"a\n");
+        assert_eq!(strip_line_end(b"a\rb"), b"a\rb");
+        assert_eq!(strip_line_end(b"\r\n"), b"");
+        assert_eq!(strip_line_end(b""), b"");
+    }
+
+    /// Feeds `chunks` one by one, collecting the telnet replies after each.
+    fn replies_for(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut b = LineBuffer::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            b.extend(chunk);
+            out.extend_from_slice(b.telnet_replies());
+            b.clear_telnet_replies();
+        }
+        out
+    }
+
+    #[test]
+    fn telnet_options_are_refused_at_once() {
+        // What telnet sends on Ctrl-C: IAC IP, IAC DO TIMING-MARK; no newline.
+        assert_eq!(replies_for(&[b"\xff\xf4\xff\xfd\x06"]), b"\xff\xfc\x06");
+        // WILL gets DONT; WONT and DONT get nothing; every DO is answered.
+        assert_eq!(
+            replies_for(&[b"\xff\xfb\x18\xff\xfc\x01\xff\xfe\x03\xff\xfd\x06\xff\xfd\x06"]),
+            b"\xff\xfe\x18\xff\xfc\x06\xff\xfc\x06"
+        );
+        // Plain text, IAC IAC and a subnegotiation holding DO-like bytes: nothing.
+        assert_eq!(
+            replies_for(&[b"hi\xff\xff\xfd\x01 \xff\xfa\x18\xff\xfd\x01\xff\xf0\n"]),
+            b""
+        );
+        // After the subnegotiation ends, options are answered again.
+        assert_eq!(
+            replies_for(&[b"\xff\xfa\x18\x00x\xff\xf0\xff\xfd\x01"]),
+            b"\xff\xfc\x01"
+        );
+        // An unterminated subnegotiation ends with its line, as in clean_line.
+        assert_eq!(
+            replies_for(&[b"\xff\xfa\x18junk\n\xff\xfd\x03"]),
+            b"\xff\xfc\x03"
+        );
+    }
+
+    #[test]
+    fn telnet_sequences_split_across_reads_are_answered() {
+        assert_eq!(
+            replies_for(&[b"x\xff", b"\xfd", b"\x06", b"\xff\xfb", b"\x01y"]),
+            b"\xff\xfc\x06\xff\xfe\x01"
+        );
+        assert_eq!(replies_for(&[b"\xff", b"\xff", b"\xfd\x01"]), b"");
+        assert_eq!(
+            replies_for(&[b"\xff\xfa", b"\x18\xff", b"\xf0", b"\xff\xfd", b"\x05"]),
+            b"\xff\xfc\x05"
+        );
+    }
+
+    #[test]
+    fn telnet_state_is_freed_between_negotiations() {
+        let mut b = LineBuffer::new();
+        b.extend(b"\xff\xfd\x06");
+        assert_eq!(b.telnet_replies(), b"\xff\xfc\x06");
+        b.clear_telnet_replies();
+        assert!(b.telnet.is_none());
+        b.extend(b"\xff");
+        b.clear_telnet_replies();
+        assert!(b.telnet.is_some(), "half a sequence must be remembered");
+        b.extend(b"\xfd\x01");
+        assert_eq!(b.telnet_replies(), b"\xff\xfc\x01");
+        // The lines themselves are untouched; clean_line drops the commands.
+        b.extend(b"ok\n");
+        assert_eq!(
+            frames(&mut b),
+            vec![Ok(b"\xff\xfd\x06\xff\xfd\x01ok".to_vec())]
+        );
+    }
+
+    /// Hands out its data in the given piece sizes, then a final result.
+    struct Pieces {
+        data: Vec<u8>,
+        sizes: Vec<usize>,
+        then: Option<std::io::ErrorKind>,
+        calls: usize,
+    }
+
+    impl std::io::Read for Pieces {
+        fn read(&mut self, dst: &mut [u8]) -> std::io::Result<usize> {
+            assert!(dst.len() <= READ_CHUNK, "asked for more than one chunk");
+            if self.data.is_empty() {
+                return match self.then {
+                    Some(kind) => Err(kind.into()),
+                    None => Ok(0),
+                };
+            }
+            let size = self.sizes.get(self.calls).copied().unwrap_or(usize::MAX);
+            self.calls += 1;
+            let n = size.min(dst.len()).min(self.data.len());
+            dst[..n].copy_from_slice(&self.data[..n]);
+            self.data.drain(..n);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn read_from_takes_odd_pieces_straight_into_lines() {
+        let mut data = b"one\r\ntw".to_vec();
+        data.extend_from_slice(b"o\n\xff\xfd\x06three");
+        data.extend(vec![b'z'; 5000]);
+        data.extend_from_slice(b"\nlast\n");
+        let mut src = Pieces {
+            data,
+            sizes: vec![3, 1, 7, 2, 1, 9000, 4096, 5],
+            then: Some(std::io::ErrorKind::WouldBlock),
+            calls: 0,
+        };
+        let mut b = LineBuffer::new();
+        let mut got = Vec::new();
+        let mut replies = Vec::new();
+        loop {
+            match b.read_from(&mut src) {
+                Ok(n) => {
+                    assert!(n > 0 && n <= READ_CHUNK);
+                    replies.extend_from_slice(b.telnet_replies());
+                    b.clear_telnet_replies();
+                    got.extend(frames(&mut b));
+                }
+                Err(e) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                Ok(b"one".to_vec()),
+                Ok(b"two".to_vec()),
+                Err(()),
+                Ok(b"last".to_vec())
+            ]
+        );
+        assert_eq!(replies, b"\xff\xfc\x06");
+        // The burst ended with nothing pending: no buffer memory is kept.
+        assert!(b.is_empty());
+        assert_eq!(b.buf.capacity(), 0);
+    }
+
+    #[test]
+    fn read_from_keeps_a_partial_line_across_would_block() {
+        let mut b = LineBuffer::new();
+        let mut src = Pieces {
+            data: b"hal".to_vec(),
+            sizes: vec![],
+            then: Some(std::io::ErrorKind::WouldBlock),
+            calls: 0,
+        };
+        assert_eq!(b.read_from(&mut src).ok(), Some(3));
+        assert!(b.read_from(&mut src).is_err());
+        assert_eq!(frames(&mut b), vec![]);
+        assert!(
+            b.buf.capacity() < READ_CHUNK,
+            "the read room was not given back"
+        );
+        src.data = b"o\n".to_vec();
+        assert_eq!(b.read_from(&mut src).ok(), Some(2));
+        assert_eq!(frames(&mut b), vec![Ok(b"halo".to_vec())]);
+    }
+
+    #[test]
+    fn read_from_reports_end_of_stream() {
+        let mut b = LineBuffer::new();
+        let mut src = Pieces {
+            data: b"bye".to_vec(),
+            sizes: vec![],
+            then: None,
+            calls: 0,
+        };
+        assert_eq!(b.read_from(&mut src).ok(), Some(3));
+        assert_eq!(b.read_from(&mut src).ok(), Some(0));
+        assert_eq!(frames(&mut b), vec![]);
+        assert_eq!(b.take_unterminated(), Some(Frame::Line(b"bye")));
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn extend_and_read_from_mix() {
+        let mut b = LineBuffer::new();
+        b.extend(b"ab");
+        let mut src = Pieces {
+            data: b"c\nd".to_vec(),
+            sizes: vec![],
+            then: Some(std::io::ErrorKind::WouldBlock),
+            calls: 0,
+        };
+        assert_eq!(b.read_from(&mut src).ok(), Some(3));
+        b.extend(b"e\n");
+        assert_eq!(
+            frames(&mut b),
+            vec![Ok(b"abc".to_vec()), Ok(b"de".to_vec())]
+        );
     }
 }

@@ -210,6 +210,10 @@ pub enum Command<'a> {
     SendTo(Option<(&'a str, &'a str)>),
     /// `list-user`; `false` when more words follow.
     ListUser(bool),
+    /// The first word is `login` or `regist` in another letter case (`Login`,
+    /// `REGIST`): a mistyped command, most likely followed by a password, so it
+    /// is never relayed as chat.
+    MistypedKeyword,
     /// Any other line: its whole trimmed text is a broadcast.
     Message(&'a str),
 }
@@ -250,8 +254,20 @@ fn first_word(s: &str) -> (&str, &str) {
     }
 }
 
+/// `login` or `regist` in a letter case other than the real one. The length
+/// test first keeps this off the path of ordinary chat words.
+fn is_mistyped_keyword(word: &str) -> bool {
+    match word.len() {
+        5 => word.eq_ignore_ascii_case("login"),
+        6 => word.eq_ignore_ascii_case("regist"),
+        _ => false,
+    }
+}
+
 impl<'a> Command<'a> {
-    /// Parses a cleaned line. Words are case-sensitive, as in the seed.
+    /// Parses a cleaned line. Words are case-sensitive, as in the seed, except
+    /// that `login` / `regist` in another case is [`Command::MistypedKeyword`]
+    /// (the exact spelling never reaches that arm).
     pub fn parse(line: &'a str) -> Self {
         let line = line.trim();
         if !may_start_with_keyword(line) {
@@ -278,6 +294,7 @@ impl<'a> Command<'a> {
                     Command::SendTo(Some((target, text)))
                 }
             }
+            _ if is_mistyped_keyword(word) => Command::MistypedKeyword,
             _ => Command::Message(line),
         }
     }
@@ -303,6 +320,23 @@ pub fn valid_username(name: &str) -> bool {
 /// A password is 1 to 128 bytes with no whitespace.
 pub fn valid_password(password: &str) -> bool {
     (1..=128).contains(&password.len()) && !password.chars().any(char::is_whitespace)
+}
+
+/// The look-alike form of a username: two names look alike exactly when their
+/// skeletons are equal. ASCII letters are lowercased, then `i`, `l` and `1`
+/// become one letter (`l`) and `o` and `0` another (`o`), so `Alice`, `ALICE`,
+/// `aIice` and `a1ice` all share the skeleton `allce`. Names are still matched
+/// exactly for login; the skeleton only stops a new name that a reader could
+/// take for an existing one. Characters outside ASCII are kept as they are
+/// (valid names have none).
+pub fn name_skeleton(name: &str) -> String {
+    name.chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            'i' | 'l' | '1' => 'l',
+            'o' | '0' => 'o',
+            c => c,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -343,8 +377,16 @@ mod tests {
             Command::parse("  Aku  sayang kamu "),
             Message("Aku  sayang kamu")
         );
-        // Case-sensitive, as in the seed.
-        assert_eq!(Command::parse("LOGIN a b"), Message("LOGIN a b"));
+        // Case-sensitive, as in the seed; but login/regist in another case is
+        // a mistyped command, never chat (it may carry a password).
+        assert_eq!(Command::parse("LOGIN a b"), MistypedKeyword);
+        assert_eq!(Command::parse("Login"), MistypedKeyword);
+        assert_eq!(Command::parse("  reGist a b c"), MistypedKeyword);
+        assert_eq!(Command::parse("REGIST\tx y"), MistypedKeyword);
+        assert_eq!(Command::parse("Logins a b"), Message("Logins a b"));
+        assert_eq!(Command::parse("HELP"), Message("HELP"));
+        assert_eq!(Command::parse("Registered"), Message("Registered"));
+        assert_eq!(Command::parse("LOGİN a b"), Message("LOGİN a b"));
         // Around the fast path for long first words.
         assert_eq!(Command::parse("list-userX a"), Message("list-userX a"));
         assert_eq!(Command::parse("list-user\ta"), ListUser(false));
@@ -357,6 +399,19 @@ mod tests {
             SendTo(Some(("bob", "hi")))
         );
         assert_eq!(Command::parse("quit\u{3000}"), Quit);
+    }
+
+    #[test]
+    fn look_alike_names_share_a_skeleton() {
+        let alice = name_skeleton("alice");
+        for name in ["Alice", "ALICE", "aIice", "a1ice", "AL1CE", "a1Ice"] {
+            assert_eq!(name_skeleton(name), alice, "{name}");
+        }
+        assert_eq!(name_skeleton("b0b"), name_skeleton("BOB"));
+        assert_eq!(name_skeleton("client_a"), "cllent_a");
+        assert_ne!(name_skeleton("alice"), name_skeleton("alise"));
+        assert_ne!(name_skeleton("bob"), name_skeleton("bab"));
+        assert_ne!(name_skeleton("ali"), name_skeleton("alio"));
     }
 
     #[test]
