@@ -21,8 +21,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::ServerConnection;
 use rustls::server::ServerConfig;
+use rustls::{CipherSuite, ServerConnection};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -47,8 +47,20 @@ pub fn load_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String>
     }
     let private_key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("cannot read private key {}: {e}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let mut provider = rustls::crypto::ring::default_provider();
+    // AES-128-GCM first: as safe for chat as AES-256 and about a quarter
+    // cheaper per byte (10 rounds, not 14), and the bulk of a fan-out's TLS
+    // cost is encrypting the same lines for every reader. The stable sort
+    // keeps ring's order otherwise (AES-256-GCM, then ChaCha20-Poly1305).
+    provider.cipher_suites.sort_by_key(|suite| {
+        !matches!(
+            suite.suite(),
+            CipherSuite::TLS13_AES_128_GCM_SHA256
+                | CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS configuration: {e}"))?
         .with_no_client_auth()
@@ -60,6 +72,8 @@ pub fn load_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String>
                 key.display()
             )
         })?;
+    // Our preference, not the client's (most clients put AES-256 first).
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 
@@ -292,6 +306,11 @@ mod tests {
         assert_eq!(server.staged(), 6);
         pump(&mut server, &mut client, &mut lines, &mut out);
         assert!(!server.is_handshaking() && !client.is_handshaking());
+        // Ours is AES-128-GCM, though the client lists AES-256 first.
+        assert_eq!(
+            client.negotiated_cipher_suite().map(|s| s.suite()),
+            Some(CipherSuite::TLS13_AES_128_GCM_SHA256)
+        );
         assert_eq!(server.staged(), 0);
         let mut got = Vec::new();
         let _ = client.reader().read_to_end(&mut got);
