@@ -173,10 +173,35 @@ impl TlsTransport {
         self.used = true;
     }
 
-    /// Seals what is staged and writes `out` as far as the socket takes it.
+    /// Seals what is staged and writes it as far as the socket takes it;
+    /// what the socket does not take waits in `out`. Returns the bytes
+    /// written to the socket.
     pub fn write(&mut self, socket: &mut impl Write, out: &mut OutputBuffer) -> io::Result<usize> {
-        self.seal(out);
-        out.write_to(socket)
+        if out.pending() > 0 || self.staged.is_empty() || self.done || self.tls.is_handshaking() {
+            self.seal(out);
+            return out.write_to(socket);
+        }
+        // The usual case, a reader that keeps up: nothing is waiting, so the
+        // records go from rustls straight to the socket, sparing a copy of
+        // every byte into `out`. Whatever the socket does not take is moved
+        // into `out` before returning, where the limits see it.
+        let _ = self.tls.writer().write_all(&self.staged);
+        self.staged.clear();
+        let mut written = 0;
+        let result = loop {
+            if !self.tls.wants_write() {
+                break Ok(written);
+            }
+            match self.tls.write_tls(socket) {
+                Ok(0) => break Err(ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break Ok(written),
+                Err(e) => break Err(e),
+            }
+        };
+        self.drain(out);
+        result
     }
 
     /// Seals what is staged, then queues `close_notify` (unless TLS failed:
