@@ -10,8 +10,10 @@ ARGS ?=
 
 all: build
 
+# Every package's binaries: chat-server (root), chat-client (client/),
+# chat-bench (bench/), all in target/release/.
 build:
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --workspace --bins
 
 ## run-server: the chat server on $(HOST):$(PORT) (accounts in ./accounts.db)
 run-server: build
@@ -26,7 +28,7 @@ run-server-tls: build dev/cert.pem
 dev/cert.pem: | openssl
 	bash tests/tls/make-cert.sh dev
 
-## run-client: the terminal client, connected to $(HOST):$(PORT)
+## run-client: the terminal client (package chat-client), connected to $(HOST):$(PORT)
 run-client: build
 	./target/release/chat-client --host $(HOST) --port $(PORT) $(ARGS)
 
@@ -34,10 +36,13 @@ run-client: build
 test: test-cargo test-nc
 
 test-cargo:
-	$(CARGO) test --all-targets
+	$(CARGO) test --workspace --all-targets
 
+# Built with the same package selection as test-cargo, so after it this is a
+# no-op: `-p chat` alone unifies dependency features differently and would
+# recompile libc and everything above it.
 test-nc: nc openssl
-	$(CARGO) build --bin chat-server
+	$(CARGO) build --workspace --all-targets
 	bash tests/nc/run.sh target/debug/chat-server
 
 # nc is not on a fresh machine: install Debian's netcat-openbsd, or explain.
@@ -51,7 +56,7 @@ openssl:
 ## lint: formatting and clippy, warnings are errors
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
@@ -61,22 +66,19 @@ clean:
 
 ## soak: 1000 misbehaving clients for a few minutes (SOAK_SECS=150), not part of make test
 soak:
-	$(CARGO) test --release --test soak -- --ignored --nocapture
+	$(CARGO) test --release -p chat --test soak -- --ignored --nocapture
 
 ## bench: ours vs ngircd vs the floor, interleaved, 3 repetitions (~7 min);
 ## medians, ratios, JSON lines, table and chart in bench/results/
-bench:
-	$(CARGO) build --release --bins
+bench: build
 	bash bench/run.sh $(ARGS)
 
 ## bench-quick: the same, one short repetition (under 2 minutes)
-bench-quick:
-	$(CARGO) build --release --bins
+bench-quick: build
 	bash bench/run.sh --quick $(ARGS)
 
 ## bench-callgrind: instructions per delivery (callgrind), ours and the floor,
 ## fixed workload (C=100, 10 senders, 10000 messages); table in
 ## bench/results/callgrind.md, top functions in bench/results/callgrind/
-bench-callgrind:
-	$(CARGO) build --release --bins
+bench-callgrind: build
 	bash bench/callgrind.sh

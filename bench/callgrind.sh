@@ -49,7 +49,7 @@ for tool in valgrind callgrind_control callgrind_annotate timeout; do
 done
 for bin in chat-server chat-bench; do
     if [ ! -x "$target/$bin" ]; then
-        echo "callgrind: $target/$bin not found: cargo build --release --bins" >&2
+        echo "callgrind: $target/$bin not found: make build (cargo build --release --workspace --bins)" >&2
         exit 1
     fi
 done
@@ -176,7 +176,7 @@ rows=""
 for window in $WINDOWS; do
     WINDOW=$window
     run_one "ours-w$window" chat "$target/chat-server" --port 0 --accounts :memory: \
-        --hash-params m=256,t=1,p=1 --log-level warn --max-clients $((CLIENTS + 100))
+        --hash-params m=256,t=1,p=1 --flood-rate 0 --log-level warn --max-clients $((CLIENTS + 100))
     ours_ir=$ir_main ours_other=$ir_other ours_del=$deliveries
     run_one "floor-w$window" floor "$target/chat-bench" floor --port 0
     floor_ir=$ir_main floor_other=$ir_other floor_del=$deliveries

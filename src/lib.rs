@@ -5,9 +5,9 @@
 //! reply catalogue, [`core`] is the state machine of who is registered and who
 //! is online, [`store`] keeps the accounts file and runs the password hashing
 //! off the loop, and [`server`] is the thin mio shell that connects them to real
-//! sockets. [`client`] is the terminal client.
+//! sockets. The terminal client (`client/`) and the load generator (`bench/`)
+//! are packages of their own in the same workspace.
 
-pub mod client;
 pub mod core;
 pub mod server;
 pub mod store;

@@ -281,7 +281,8 @@ fn stalled_reader_scenario(paced: bool) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     const MESSAGES: usize = 6000;
-    let server = Server::start(&[]);
+    // Output limits, not flood control, are under test: the sender floods.
+    let server = Server::start(&["--flood-rate", "0"]);
     // A default receive buffer: the kernel holds a few MB for the stalled
     // client (its receive queue and the server's send buffer) before the
     // server's own buffer starts to grow, hence the volume below.
@@ -474,7 +475,7 @@ fn a_line_sent_one_byte_per_write_arrives_whole() {
 
 #[test]
 fn fifty_lines_in_one_write_are_all_handled_in_order() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--flood-rate", "0"]);
     let mut a = server.login("a");
     let mut b = server.login("b");
     let burst: String = (0..50).map(|i| format!("line {i}\n")).collect();

@@ -585,6 +585,7 @@ impl Harness {
         let config = ChatConfig {
             login_timeout: Duration::from_secs(5),
             max_pending_auth: 2,
+            ..ChatConfig::default()
         };
         // Some accounts exist from the start; u3 does not.
         let accounts = [("u0", "fake$p0"), ("u1", "fake$p0"), ("u2", "fake$p1")]
@@ -632,7 +633,7 @@ impl Harness {
                     prop_assert!(self.is_open(conn), "closed {conn:?}, which is not open");
                     self.open.remove(&conn.key());
                     let mut again = Recorder::default();
-                    self.chat.disconnect(conn, &mut again);
+                    self.chat.disconnect(conn, self.now, &mut again);
                     prop_assert_eq!(self.chat.flow(conn), Flow::Closed);
                     out.did.append(&mut again.did);
                 }
@@ -662,7 +663,7 @@ impl Harness {
                     let id = ConnId::new(key, self.next_generation);
                     self.open.insert(key, id);
                     let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 40000));
-                    self.chat.connect(id, peer, self.now);
+                    self.chat.connect(id, peer, self.now, &mut out);
                 }
             }
             Op::Line(key, raw) => {
@@ -707,7 +708,9 @@ impl Harness {
                         phc.is_some_and(|phc| *phc == *format!("fake${password}")),
                     ),
                 };
-                let resumed = self.chat.auth_done(AuthDone { ticket, outcome }, &mut out);
+                let resumed = self
+                    .chat
+                    .auth_done(AuthDone { ticket, outcome }, self.now, &mut out);
                 let stale = (!current).then_some(ticket);
                 self.settle(out, Some(ticket), stale)?;
                 // A finished job lets the shell feed that connection again,
@@ -720,7 +723,7 @@ impl Harness {
             }
             Op::Disconnect(key) => {
                 if let Some(id) = self.open.remove(&key) {
-                    self.chat.disconnect(id, &mut out);
+                    self.chat.disconnect(id, self.now, &mut out);
                 }
             }
             Op::Tick(secs) => {

@@ -266,6 +266,9 @@ fn soak() {
         FAST_HASH,
         "--login-timeout",
         "20",
+        // The soak's own flooders measure the loop, not flood control.
+        "--flood-rate",
+        "0",
     ]));
     let pid = server.child.id();
     // Warm up: one client does a bit of everything, then leaves.

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use chat::core::chat::ChatConfig;
+use chat::core::limits::{Exempt, LimitsConfig};
 use chat::server::{Server, ServerConfig, TlsDoorConfig, raise_fd_limit};
 use chat::store::accounts::HashParams;
 use chat::wire::protocol::Lang;
@@ -37,7 +39,7 @@ struct Args {
     #[arg(long, default_value_t = 120)]
     login_timeout: u64,
     /// Language of the replies.
-    #[arg(long, value_enum, default_value = "id")]
+    #[arg(long, default_value = "id", value_parser = lang_parser())]
     lang: Lang,
     /// error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
@@ -48,6 +50,30 @@ struct Args {
     /// Most password hash jobs queued or running; more get BUSY.
     #[arg(long, default_value_t = 256)]
     max_pending_auth: usize,
+    /// Lines a connection may send at once before flood control paces it.
+    #[arg(long, default_value_t = 20)]
+    flood_burst: u32,
+    /// Lines per second a connection may send after its burst; slower
+    /// reading, not errors, holds it to that (0: no flood control).
+    #[arg(long, default_value_t = 5)]
+    flood_rate: u32,
+    /// Connections open at once from one address (an IPv6 /64 is one address; 0: no limit).
+    #[arg(long, default_value_t = 20)]
+    max_conns_per_ip: u32,
+    /// Connections opened per minute from one address (0: no limit).
+    #[arg(long, default_value_t = 60)]
+    max_new_conns_per_ip: u32,
+    /// Failed logins from one address in 10 minutes before its logins are
+    /// THROTTLED (0: no limit).
+    #[arg(long, default_value_t = 10)]
+    max_login_fails: u32,
+    /// Accounts created per hour from one address (0: no limit).
+    #[arg(long, default_value_t = 20)]
+    max_regist_per_ip: u32,
+    /// Addresses free of the per-address limits (not of flood control):
+    /// comma-separated CIDRs, or `none`.
+    #[arg(long, default_value = "127.0.0.0/8,::1")]
+    exempt: Exempt,
     /// Threads that hash passwords (default: one less than the cores, at least 1).
     #[arg(long)]
     auth_threads: Option<usize>,
@@ -61,6 +87,17 @@ struct Args {
     /// Port of the TLS door, on the same host (0 picks a free one).
     #[arg(long, default_value_t = 10001)]
     tls_port: u16,
+}
+
+/// `--lang id|en`. Parsed here rather than by a clap derive on [`Lang`], so
+/// the library does not depend on clap's traits; the listed values keep
+/// `--help` and the error for a wrong value as clap writes them.
+fn lang_parser() -> impl TypedValueParser<Value = Lang> {
+    PossibleValuesParser::new(["id", "en"]).try_map(|s| match s.as_str() {
+        "id" => Ok(Lang::Id),
+        "en" => Ok(Lang::En),
+        other => Err(format!("unknown language {other:?}")),
+    })
 }
 
 fn main() -> ExitCode {
@@ -100,6 +137,17 @@ fn run(args: Args) -> Result<(), String> {
         chat: ChatConfig {
             login_timeout: Duration::from_secs(args.login_timeout),
             max_pending_auth: args.max_pending_auth.max(1),
+            limits: LimitsConfig {
+                flood_burst: args.flood_burst,
+                flood_rate: args.flood_rate,
+                max_conns_per_ip: args.max_conns_per_ip,
+                max_new_conns_per_ip: args.max_new_conns_per_ip,
+                max_login_fails: args.max_login_fails,
+                max_regist_per_ip: args.max_regist_per_ip,
+                max_pending_auth: args.max_pending_auth.max(1),
+                exempt: args.exempt,
+                ..LimitsConfig::default()
+            },
         },
         hash_params: args.hash_params,
         auth_threads: args.auth_threads.unwrap_or(cores.saturating_sub(1)).max(1),

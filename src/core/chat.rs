@@ -41,6 +41,9 @@ use log::info;
 
 pub use super::auth::{AuthDone, AuthJob, AuthOutcome, Ticket};
 pub use super::event::{Event, Prompt, Users};
+use super::limits::{
+    AddressTable, AuthClaim, AuthOutcome as LimitOutcome, ConnClaim, LimitsConfig, Refused,
+};
 use crate::wire::framing::clean_line;
 use crate::wire::protocol::{
     Command, Credentials, Reply, name_skeleton, valid_password, valid_username,
@@ -50,7 +53,7 @@ use crate::wire::protocol::{
 /// under which it keeps the connection, plus a generation that makes a later
 /// connection on the same key a different id, so the result of a password job
 /// for a connection that has gone is never delivered to a newcomer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId {
     key: u32,
     generation: u32,
@@ -88,6 +91,15 @@ pub enum Flow {
     Held,
     /// The core asked to close this connection: feed nothing more.
     Closed,
+}
+
+/// The reply for a refusal of the address table.
+fn refusal_reply(refused: Refused) -> Reply {
+    match refused {
+        Refused::TooManyConns => Reply::TooManyConns,
+        Refused::Throttled => Reply::Throttled,
+        Refused::Busy => Reply::Busy,
+    }
 }
 
 /// Where the core's decisions go. The shell implements it on its connections;
@@ -132,6 +144,9 @@ pub struct ChatConfig {
     pub login_timeout: Duration,
     /// At most this many hash jobs in flight; more get `BUSY`.
     pub max_pending_auth: usize,
+    /// The per-address limits of SPEC section 7 (flood control is the
+    /// shell's: it paces reading).
+    pub limits: LimitsConfig,
 }
 
 impl Default for ChatConfig {
@@ -139,6 +154,7 @@ impl Default for ChatConfig {
         Self {
             login_timeout: Duration::from_secs(120),
             max_pending_auth: 256,
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -186,6 +202,8 @@ struct Session {
     waiting: Option<Waiting>,
     /// The core asked to close it; it takes no more lines.
     closed: bool,
+    /// Its place in the per-address count of open connections.
+    claim: ConnClaim,
     failed_logins: u32,
     /// When this connection must have logged in by; `None` while logged in.
     login_deadline: Option<Instant>,
@@ -227,6 +245,13 @@ pub struct Chat {
     /// all, so this is also deadline order. Stale entries are skipped.
     deadlines: VecDeque<(Instant, ConnId)>,
     pending_jobs: usize,
+    /// Per-address counts (SPEC section 7).
+    addresses: AddressTable,
+    /// The per-address claim of each job in flight, by the connection that
+    /// started it (one job per connection at a time). Kept apart from the
+    /// session because a job outlives a connection that closes meanwhile,
+    /// and its outcome still counts.
+    job_claims: HashMap<ConnId, AuthClaim>,
 }
 
 impl Chat {
@@ -240,7 +265,11 @@ impl Chat {
         for name in accounts.keys() {
             *skeletons.entry(name_skeleton(name)).or_insert(0) += 1;
         }
+        let mut limits = config.limits.clone();
+        limits.max_pending_auth = config.max_pending_auth;
         Self {
+            addresses: AddressTable::new(&limits, Instant::now()),
+            job_claims: HashMap::new(),
             config,
             sessions: Vec::new(),
             accounts,
@@ -266,37 +295,54 @@ impl Chat {
         self.online.len()
     }
 
-    /// A connection was accepted.
-    pub fn connect(&mut self, id: ConnId, peer: SocketAddr, now: Instant) {
+    /// A connection was accepted. One over its address's limits is told
+    /// `TOO_MANY_CONNS` and closed at once (through the outbox, so every
+    /// door says it its own way); it is still disconnected as any other.
+    pub fn connect(&mut self, id: ConnId, peer: SocketAddr, now: Instant, out: &mut impl Outbox) {
         let key = id.key();
         if self.sessions.len() <= key {
             self.sessions.resize_with(key + 1, || None);
         }
         let deadline = now + self.config.login_timeout;
+        let (claim, refused) = match self.addresses.connect(peer.ip(), now) {
+            Ok(claim) => (claim, false),
+            Err(_) => (ConnClaim::default(), true),
+        };
         self.sessions[key] = Some(Session {
             id,
             peer,
             user: None,
             dialogue: None,
             waiting: None,
-            closed: false,
+            closed: refused,
+            claim,
             failed_logins: 0,
             login_deadline: Some(deadline),
         });
-        self.deadlines.push_back((deadline, id));
+        if refused {
+            info!("{peer}: refused, too many connections from this address");
+            out.send(id, Event::Reply(Reply::TooManyConns));
+            out.close(id);
+        } else {
+            self.deadlines.push_back((deadline, id));
+        }
     }
 
     /// The shell has forgotten the connection (see the call protocol): its
     /// user, if any, goes offline and everyone else is told.
-    pub fn disconnect(&mut self, id: ConnId, out: &mut impl Outbox) {
+    pub fn disconnect(&mut self, id: ConnId, now: Instant, out: &mut impl Outbox) {
         let Some(slot) = self.sessions.get_mut(id.key()) else {
             return;
         };
-        if !slot.as_ref().is_some_and(|s| s.id == id) {
+        if slot.as_ref().is_none_or(|s| s.id != id) {
             debug_assert!(false, "disconnect of an unknown connection");
             return;
         }
-        if let Some(user) = slot.take().and_then(|s| s.user) {
+        let Some(session) = slot.take() else {
+            return;
+        };
+        self.addresses.disconnect(session.claim, now);
+        if let Some(user) = session.user {
             self.go_offline(&user, out);
         }
         // Drop the tail of the table so `sessions` shrinks with the slab.
@@ -341,8 +387,8 @@ impl Chat {
                     let kind = dialogue.kind;
                     session.dialogue = None;
                     match kind {
-                        DialogueKind::Login => self.login(id, &username, trimmed, out),
-                        DialogueKind::Regist => self.regist(id, &username, trimmed, out),
+                        DialogueKind::Login => self.login(id, &username, trimmed, now, out),
+                        DialogueKind::Regist => self.regist(id, &username, trimmed, now, out),
                     }
                 }
             }
@@ -388,8 +434,8 @@ impl Chat {
                 }
                 Credentials::Malformed => out.send(id, Event::Reply(Reply::BadCommand)),
                 Credentials::Given(user, pass) => match kind {
-                    DialogueKind::Login => self.login(id, user, pass, out),
-                    DialogueKind::Regist => self.regist(id, user, pass, out),
+                    DialogueKind::Login => self.login(id, user, pass, now, out),
+                    DialogueKind::Regist => self.regist(id, user, pass, now, out),
                 },
             },
             _ if logged_in.is_none() => out.send(id, Event::Reply(Reply::LoginFirst)),
@@ -431,11 +477,30 @@ impl Chat {
     }
 
     /// `login U P` (or its dialogue) from a connection that is not logged in.
-    fn login(&mut self, id: ConnId, username: &str, password: &str, out: &mut impl Outbox) {
+    fn login(
+        &mut self,
+        id: ConnId,
+        username: &str,
+        password: &str,
+        now: Instant,
+        out: &mut impl Outbox,
+    ) {
         if self.pending_jobs >= self.config.max_pending_auth {
             out.send(id, Event::Reply(Reply::Busy));
             return;
         }
+        let Some(peer) = self.session(id).map(|s| s.peer) else {
+            return;
+        };
+        // Before the name is looked up: THROTTLED reads and takes the same
+        // for known and unknown names.
+        let claim = match self.addresses.begin_login(peer.ip(), now) {
+            Ok(claim) => claim,
+            Err(refused) => {
+                out.send(id, Event::Reply(refusal_reply(refused)));
+                return;
+            }
+        };
         let phc = match self.accounts.get(username) {
             Some(Account::Stored(phc)) => Some(phc.clone()),
             _ => None,
@@ -447,6 +512,7 @@ impl Chat {
             username: username.to_owned(),
             known: phc.is_some(),
         });
+        self.job_claims.insert(id, claim);
         self.pending_jobs += 1;
         out.submit(AuthJob::Verify {
             ticket: id,
@@ -456,7 +522,17 @@ impl Chat {
     }
 
     /// `regist U P` (or its dialogue).
-    fn regist(&mut self, id: ConnId, username: &str, password: &str, out: &mut impl Outbox) {
+    fn regist(
+        &mut self,
+        id: ConnId,
+        username: &str,
+        password: &str,
+        now: Instant,
+        out: &mut impl Outbox,
+    ) {
+        let Some(peer) = self.session(id).map(|s| s.peer) else {
+            return;
+        };
         let reply = if !valid_username(username) {
             Reply::BadUsername
         } else if !valid_password(password) {
@@ -467,20 +543,26 @@ impl Chat {
         } else if self.pending_jobs >= self.config.max_pending_auth {
             Reply::Busy
         } else {
-            let Some(session) = self.session_mut(id) else {
-                return;
-            };
-            session.waiting = Some(Waiting::Regist);
-            self.accounts
-                .insert(username.to_owned(), Account::Reserving);
-            *self.skeletons.entry(name_skeleton(username)).or_insert(0) += 1;
-            self.pending_jobs += 1;
-            out.submit(AuthJob::Register {
-                ticket: id,
-                username: username.to_owned(),
-                password: password.to_owned(),
-            });
-            return;
+            match self.addresses.begin_regist(peer.ip(), now) {
+                Err(refused) => refusal_reply(refused),
+                Ok(claim) => {
+                    let Some(session) = self.session_mut(id) else {
+                        return;
+                    };
+                    session.waiting = Some(Waiting::Regist);
+                    self.accounts
+                        .insert(username.to_owned(), Account::Reserving);
+                    *self.skeletons.entry(name_skeleton(username)).or_insert(0) += 1;
+                    self.job_claims.insert(id, claim);
+                    self.pending_jobs += 1;
+                    out.submit(AuthJob::Register {
+                        ticket: id,
+                        username: username.to_owned(),
+                        password: password.to_owned(),
+                    });
+                    return;
+                }
+            }
         };
         out.send(id, Event::Reply(reply));
     }
@@ -488,9 +570,31 @@ impl Chat {
     /// A hash job finished. Its connection may have gone meanwhile; a
     /// registration counts all the same, since it is on disk. Returns the
     /// connection that may be fed lines again, if any.
-    pub fn auth_done(&mut self, done: AuthDone, out: &mut impl Outbox) -> Option<ConnId> {
+    pub fn auth_done(
+        &mut self,
+        done: AuthDone,
+        now: Instant,
+        out: &mut impl Outbox,
+    ) -> Option<ConnId> {
         self.pending_jobs = self.pending_jobs.saturating_sub(1);
         let id = done.ticket;
+        if let Some(claim) = self.job_claims.remove(&id) {
+            let outcome = match &done.outcome {
+                AuthOutcome::Registered { .. } => LimitOutcome::Succeeded,
+                AuthOutcome::StorageFailed { .. } => LimitOutcome::Failed,
+                // A right password counts as a success even for a name
+                // that turns out to be online elsewhere; an unknown name is
+                // a failure like a wrong password.
+                AuthOutcome::Verified(matched) => {
+                    if *matched {
+                        LimitOutcome::Succeeded
+                    } else {
+                        LimitOutcome::Failed
+                    }
+                }
+            };
+            self.addresses.finish(claim, outcome, now);
+        }
         let (waiting, peer) = match self.session_mut(id) {
             Some(s) => (s.waiting.take(), Some(s.peer)),
             None => (None, None),
@@ -695,18 +799,20 @@ mod tests {
         fn connect(&mut self, key: usize) {
             *self.generations.entry(key).or_insert(0) += 1;
             let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 40000 + key as u16));
-            self.chat.connect(self.id(key), peer, self.now);
+            self.chat
+                .connect(self.id(key), peer, self.now, &mut self.out);
+            self.settle();
         }
 
         fn disconnect(&mut self, key: usize) {
-            self.chat.disconnect(self.id(key), &mut self.out);
+            self.chat.disconnect(self.id(key), self.now, &mut self.out);
         }
 
         /// Does what the shell does after each call: forgets closed
         /// connections.
         fn settle(&mut self) {
             while let Some(id) = self.out.to_disconnect.pop() {
-                self.chat.disconnect(id, &mut self.out);
+                self.chat.disconnect(id, self.now, &mut self.out);
             }
         }
 
@@ -752,7 +858,7 @@ mod tests {
                         ),
                     },
                 };
-                let _ = self.chat.auth_done(done, &mut self.out);
+                let _ = self.chat.auth_done(done, self.now, &mut self.out);
                 self.settle();
             }
         }
@@ -895,6 +1001,7 @@ mod tests {
                 ticket,
                 outcome: AuthOutcome::StorageFailed { username },
             },
+            h.now,
             &mut h.out,
         );
         h.line(1, "regist gh0st pw");
@@ -948,6 +1055,7 @@ mod tests {
                 ticket,
                 outcome: AuthOutcome::StorageFailed { username },
             },
+            h.now,
             &mut h.out,
         );
         assert_eq!(h.take(0), "Gagal menyimpan akun, coba lagi nanti\n");

@@ -6,6 +6,7 @@ use mio::net::TcpStream;
 
 use super::output::OutputBuffer;
 use crate::core::chat::ConnId;
+use crate::core::limits::TokenBucket;
 use crate::transport::Transport;
 use crate::wire::dialect::Dialect;
 use crate::wire::framing::LineBuffer;
@@ -18,6 +19,10 @@ pub enum Phase {
     /// The core is working on this connection's last line (a password hash):
     /// its next bytes wait in the kernel, so replies keep the order of lines.
     Held,
+    /// Over its flood allowance (SPEC section 7): neither fed nor read until
+    /// the loop's timer for it fires, so its lines wait, in order, in our
+    /// buffer, the kernel's and the client's.
+    Paused,
     /// The server is closing it and the core has forgotten it: what is
     /// queued is flushed, then the write side is shut and input discarded
     /// until the peer closes or the linger time ends.
@@ -37,6 +42,8 @@ pub struct Connection {
     /// The peer has closed its sending side. Lines it sent before are still
     /// answered (SPEC section 1: `nc -N`).
     pub peer_eof: bool,
+    /// Flood control: a token per line.
+    pub bucket: TokenBucket,
     pub transport: Transport,
     pub dialect: Dialect,
     pub lines: LineBuffer,
@@ -61,6 +68,7 @@ impl Connection {
         peer: SocketAddr,
         transport: Transport,
         dialect: Dialect,
+        bucket: TokenBucket,
     ) -> Self {
         Self {
             id,
@@ -68,6 +76,7 @@ impl Connection {
             peer,
             phase: Phase::Open,
             peer_eof: false,
+            bucket,
             transport,
             dialect,
             lines: LineBuffer::new(),

@@ -27,7 +27,8 @@
 pub mod connection;
 pub mod output;
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::fs::File;
 use std::io::{self, ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -48,7 +49,7 @@ use crate::core::chat::{Audience, AuthJob, Chat, ChatConfig, ConnId, Event, Flow
 use crate::store::accounts::{AccountFile, AuthWorker, HashParams};
 use crate::transport::Transport;
 use crate::transport::tls::{self, HANDSHAKE_TIMEOUT, TlsTransport};
-use crate::wire::dialect::Dialect;
+use crate::wire::dialect::{Dialect, Fed, Input};
 use crate::wire::framing::READ_CHUNK;
 use crate::wire::protocol::{Lang, Reply};
 
@@ -367,6 +368,8 @@ pub struct Server {
     /// Connections the server closed, with the moment they are dropped at the
     /// latest, in order.
     lingering: VecDeque<(Instant, ConnId)>,
+    /// Connections over their flood allowance, by when they may go on.
+    paused: BinaryHeap<Reverse<(Instant, ConnId)>>,
     /// Generation of the next connection: with the slab key, its [`ConnId`].
     next_generation: u32,
     /// Set while accepting is paused after accept errors.
@@ -458,6 +461,7 @@ impl Server {
             },
             config,
             lingering: VecDeque::new(),
+            paused: BinaryHeap::new(),
             next_generation: 0,
             accept_paused_until: None,
             out_of_descriptors: false,
@@ -570,6 +574,7 @@ impl Server {
             self.chat.next_deadline(),
             self.lingering.front().map(|&(at, _)| at),
             self.handshakes.front().map(|&(at, _)| at),
+            self.paused.peek().map(|&Reverse((at, _))| at),
             self.accept_paused_until,
             Some(self.next_sweep),
         ]
@@ -726,9 +731,13 @@ impl Server {
             self.handshakes.push_back((now + HANDSHAKE_TIMEOUT, id));
         }
         self.io.open_by_kind[dialect.kind()] += 1;
-        entry.insert(Connection::new(id, socket, peer, transport, dialect));
-        self.chat.connect(id, peer, now);
+        let bucket = self.config.chat.limits.bucket(now);
+        entry.insert(Connection::new(
+            id, socket, peer, transport, dialect, bucket,
+        ));
         debug!("{peer}: connected as conn {key}");
+        self.chat.connect(id, peer, now, &mut self.io);
+        self.settle();
     }
 
     /// Reads a connection until the socket would block or its budget is
@@ -741,7 +750,7 @@ impl Server {
                 return;
             };
             match conn.phase {
-                Phase::Doomed | Phase::Held => return,
+                Phase::Doomed | Phase::Held | Phase::Paused => return,
                 Phase::Closing => {
                     self.discard_input(key);
                     return;
@@ -833,12 +842,26 @@ impl Server {
         // because the core writes into the connections.
         let mut lines = std::mem::take(&mut conn.lines);
         let mut dialect = std::mem::replace(&mut conn.dialect, Dialect::Line);
-        let flow = dialect.feed(id, &mut lines, at_eof, &mut self.chat, now, &mut self.io);
+        let mut bucket = conn.bucket;
+        let input = Input {
+            lines: &mut lines,
+            at_eof,
+            bucket: &mut bucket,
+        };
+        let fed = dialect.feed(id, input, &mut self.chat, now, &mut self.io);
         if let Some(conn) = self.io.conns.get_mut(key) {
             conn.lines = lines;
             conn.dialect = dialect;
-            if flow == Flow::Held && conn.phase == Phase::Open {
-                conn.phase = Phase::Held;
+            conn.bucket = bucket;
+            if conn.phase == Phase::Open {
+                match fed {
+                    Fed::Flow(Flow::Held) => conn.phase = Phase::Held,
+                    Fed::Paused(until) => {
+                        conn.phase = Phase::Paused;
+                        self.paused.push(Reverse((until, id)));
+                    }
+                    Fed::Flow(_) => {}
+                }
             }
         }
         self.settle();
@@ -869,7 +892,7 @@ impl Server {
             Phase::Closing => return,
             // Doomed: it is dropped at the end of the turn anyway.
             Phase::Doomed => return,
-            Phase::Open | Phase::Held => {}
+            Phase::Open | Phase::Held | Phase::Paused => {}
         }
         conn.phase = Phase::Closing;
         conn.in_core = false;
@@ -881,8 +904,9 @@ impl Server {
             conn.queued_flush = true;
             self.io.queues.flush.push(key);
         }
-        self.lingering.push_back((Instant::now() + LINGER, id));
-        self.chat.disconnect(id, &mut self.io);
+        let now = Instant::now();
+        self.lingering.push_back((now + LINGER, id));
+        self.chat.disconnect(id, now, &mut self.io);
         self.io.deliver_batch();
     }
 
@@ -969,7 +993,7 @@ impl Server {
         if conn.in_core {
             conn.in_core = false;
             let id = conn.id;
-            self.chat.disconnect(id, &mut self.io);
+            self.chat.disconnect(id, Instant::now(), &mut self.io);
             self.io.deliver_batch();
         }
         let mut conn = self.io.conns.remove(key);
@@ -988,7 +1012,7 @@ impl Server {
     /// Delivers finished hash jobs and resumes the connections they held up.
     fn finish_auth(&mut self, now: Instant) {
         while let Some(done) = self.io.worker.try_result() {
-            let resumed = self.chat.auth_done(done, &mut self.io);
+            let resumed = self.chat.auth_done(done, now, &mut self.io);
             self.settle();
             if let Some(id) = resumed
                 && let Some(conn) = self.io.conns.get_mut(id.key())
@@ -1012,13 +1036,26 @@ impl Server {
             if let Some(conn) = self.io.conns.get(id.key())
                 && conn.id == id
                 && conn.transport.is_handshaking()
-                && matches!(conn.phase, Phase::Open | Phase::Held)
+                && !matches!(conn.phase, Phase::Closing | Phase::Doomed)
             {
                 debug!(
                     "{}: TLS handshake not finished within {HANDSHAKE_TIMEOUT:?}, closing",
                     conn.peer
                 );
                 self.drop_conn(id.key());
+            }
+        }
+        while let Some(&Reverse((at, id))) = self.paused.peek() {
+            if at > now {
+                break;
+            }
+            self.paused.pop();
+            if let Some(conn) = self.io.conns.get_mut(id.key())
+                && conn.id == id
+                && conn.phase == Phase::Paused
+            {
+                conn.phase = Phase::Open;
+                self.read(id.key(), now);
             }
         }
         while let Some(&(at, id)) = self.lingering.front() {
@@ -1033,7 +1070,8 @@ impl Server {
         if self.next_sweep <= now {
             self.next_sweep = now + SWEEP_EVERY;
             for (_, conn) in self.io.conns.iter_mut() {
-                self.freed_since_trim += conn.out.sweep() + conn.transport.sweep();
+                self.freed_since_trim +=
+                    conn.out.sweep() + conn.lines.sweep() + conn.transport.sweep();
             }
             if self.freed_since_trim >= TRIM_AFTER {
                 self.freed_since_trim = 0;

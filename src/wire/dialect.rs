@@ -13,6 +13,7 @@
 use std::time::Instant;
 
 use crate::core::chat::{Chat, ConnId, Event, Flow, Outbox};
+use crate::core::limits::TokenBucket;
 use crate::wire::framing::{Frame, LineBuffer};
 use crate::wire::line;
 use crate::wire::protocol::Lang;
@@ -55,36 +56,75 @@ impl Dialect {
         }
     }
 
-    /// Hands the buffered lines to the core, in order, until it says to wait
-    /// or none are left. `at_eof`: the peer has closed its side, so a last
-    /// line without its `\n` counts too.
+    /// Hands the buffered lines to the core, in order, until it says to wait,
+    /// the connection's flood allowance runs out, or none are left. Each line
+    /// takes a token from the input's bucket (SPEC section 7).
     pub fn feed(
         &mut self,
         id: ConnId,
-        lines: &mut LineBuffer,
-        at_eof: bool,
+        input: Input<'_>,
         chat: &mut Chat,
         now: Instant,
         out: &mut impl Outbox,
-    ) -> Flow {
+    ) -> Fed {
+        let Input {
+            lines,
+            at_eof,
+            bucket,
+        } = input;
         match self {
             Dialect::Line => loop {
+                if !bucket.try_take(now) {
+                    // Over the rate: the rest waits, in order, until a token
+                    // comes (nothing to wait for if nothing is buffered).
+                    return match bucket.ready_at(now) {
+                        Some(at) if !lines.is_empty() => Fed::Paused(at),
+                        _ => Fed::Flow(Flow::Ready),
+                    };
+                }
                 let frame = match lines.next_frame() {
                     Some(frame) => frame,
                     None if at_eof => match lines.take_unterminated() {
                         Some(frame) => frame,
-                        None => return Flow::Ready,
+                        None => {
+                            bucket.refund();
+                            return Fed::Flow(Flow::Ready);
+                        }
                     },
-                    None => return Flow::Ready,
+                    None => {
+                        bucket.refund();
+                        return Fed::Flow(Flow::Ready);
+                    }
                 };
                 let flow = match frame {
                     Frame::Line(line) => chat.line(id, line, now, out),
                     Frame::TooLong => chat.too_long(id, out),
                 };
                 if flow != Flow::Ready {
-                    return flow;
+                    return Fed::Flow(flow);
                 }
             },
         }
     }
+}
+
+/// A connection's input, as [`Dialect::feed`] takes it.
+#[derive(Debug)]
+pub struct Input<'a> {
+    /// The bytes read and not yet handed out.
+    pub lines: &'a mut LineBuffer,
+    /// The peer has closed its side: a last line without `\n` counts too.
+    pub at_eof: bool,
+    /// Flood control: a token per line (SPEC section 7).
+    pub bucket: &'a mut TokenBucket,
+}
+
+/// What came of [`Dialect::feed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fed {
+    /// The core's word on the connection (see [`Flow`]).
+    Flow(Flow),
+    /// Over its flood allowance: feed it again, and read its socket again,
+    /// at this instant.
+    Paused(Instant),
 }

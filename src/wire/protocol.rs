@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 /// The language of the server's replies; `id` is the seed's own wording.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Lang {
     /// Bahasa Indonesia, the seed's replies word for word.
     #[default]
@@ -40,6 +40,8 @@ pub enum Reply {
     StorageError,
     TooManyFails,
     LoginTimeout,
+    TooManyConns,
+    Throttled,
 }
 
 impl Reply {
@@ -85,6 +87,10 @@ impl Reply {
             (TooManyFails, Lang::En) => "Too many failed login attempts",
             (LoginTimeout, Lang::Id) => "Waktu login habis",
             (LoginTimeout, Lang::En) => "Login timed out",
+            (TooManyConns, Lang::Id) => "Terlalu banyak koneksi dari alamat anda",
+            (TooManyConns, Lang::En) => "Too many connections from your address",
+            (Throttled, Lang::Id) => "Terlalu banyak percobaan, coba lagi nanti",
+            (Throttled, Lang::En) => "Too many attempts, try again later",
         }
     }
 
@@ -484,6 +490,8 @@ mod tests {
             Busy,
             StorageError,
             TooManyFails,
+            TooManyConns,
+            Throttled,
             LoginTimeout,
         ] {
             for lang in [Lang::Id, Lang::En] {

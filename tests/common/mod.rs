@@ -174,6 +174,25 @@ impl Client {
         }
     }
 
+    /// A client whose socket is bound to `from` (127.0.0.2, 127.0.0.3, ...)
+    /// before it connects, so the server sees distinct addresses.
+    pub fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> Client {
+        let domain = socket2::Domain::for_address(addr);
+        let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)
+            .expect("cannot create a socket");
+        socket
+            .bind(&SocketAddr::new(from, 0).into())
+            .unwrap_or_else(|e| panic!("cannot bind to {from}: {e}"));
+        socket.connect(&addr.into()).expect("cannot connect");
+        let stream: TcpStream = socket.into();
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// Sends `line` and a `\n`.
     pub fn send(&mut self, line: &str) {
         self.send_raw(format!("{line}\n").as_bytes());

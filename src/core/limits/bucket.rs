@@ -67,6 +67,17 @@ impl TokenBucket {
         }
     }
 
+    /// Gives back the token of a line that was not there after all (the
+    /// loop takes a token before it looks for the next line, so that looking
+    /// costs nothing when there is none to spend).
+    pub fn refund(&mut self) {
+        if self.rate != 0 {
+            let cap =
+                u64::from(self.burst) * UNITS_PER_TOKEN + u64::from(self.rate).saturating_sub(1);
+            self.units = self.units.saturating_add(UNITS_PER_TOKEN).min(cap);
+        }
+    }
+
     /// `None` if a token is available at `now` (or flood control is off);
     /// otherwise the earliest instant at which [`try_take`](Self::try_take)
     /// will succeed, which the loop uses as the timer to resume reading. The
@@ -153,6 +164,21 @@ mod tests {
         assert_eq!(b.ready_at(t0), None);
         assert!(b.try_take(t0));
         assert_eq!(b.ready_at(t0), Some(t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_refunded_token_can_be_taken_again_but_never_overfills() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(2, 1, t0);
+        assert!(b.try_take(t0));
+        b.refund();
+        assert!(b.try_take(t0) && b.try_take(t0));
+        assert!(!b.try_take(t0));
+        b.refund();
+        b.refund();
+        b.refund();
+        assert!(b.try_take(t0) && b.try_take(t0));
+        assert!(!b.try_take(t0), "a refund filled the bucket over its burst");
     }
 
     #[test]

@@ -195,6 +195,9 @@ pub fn storm(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, Str
             max_clients: s + 100,
         },
     )?;
+    // Idle, before any connection: the baseline the storm's growth is
+    // measured from.
+    let rss_start = crate::sys::process_rss(server.pid);
     let mut holder: Option<Gen> = None;
     let result = (|| -> Result<Value, String> {
         let g = holder.insert(Gen::new(kind.proto(), server.addr)?);
@@ -228,6 +231,15 @@ pub fn storm(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, Str
             g.open_step(&mut op)
         })?;
         let storm_time = op.started.elapsed();
+        // Right after the last login, every storm connection still open: the
+        // hashing threads' argon2 blocks (19 MiB each at the default cost)
+        // are what may stay; the goal is a growth within
+        // auth threads x 19 MiB.
+        let rss_after = crate::sys::process_rss(server.pid);
+        let mib = |bytes: u64| (bytes > 0).then(|| bytes as f64 / 1048576.0);
+        let (rss_start_mib, rss_after_mib) = (mib(rss_start), mib(rss_after));
+        let rss_growth_mib = rss_start_mib.zip(rss_after_mib).map(|(a, b)| b - a);
+        let auth_threads = (kind == Kind::Ours).then(|| launch.default_auth_threads());
         let done = if timed_out { g.len() - 2 } else { s };
         let p = |v: &[u64], q| percentile(v, q) as f64 / 1e6;
         let logins_per_s = s as f64 / storm_time.as_secs_f64();
@@ -240,6 +252,16 @@ pub fn storm(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, Str
             p(&during, 100.0),
             during.len(),
             if timed_out { " (TIMED OUT)" } else { "" },
+        );
+        eprintln!(
+            "  storm {:<6} S={s}: RSS {} -> {} MiB{}",
+            kind.name(),
+            rss_start_mib.map_or("-".into(), |v| format!("{v:.1}")),
+            rss_after_mib.map_or("-".into(), |v| format!("{v:.1}")),
+            auth_threads.map_or(String::new(), |n| format!(
+                " ({n} auth thread(s): goal growth <= {} MiB)",
+                n * 19
+            )),
         );
         Ok(json!({
             "scenario": "storm",
@@ -256,6 +278,10 @@ pub fn storm(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, Str
             "rtt_samples_during": during.len(),
             "logins_per_s": logins_per_s,
             "storm_s": storm_time.as_secs_f64(),
+            "rss_start_mib": rss_start_mib,
+            "rss_after_mib": rss_after_mib,
+            "rss_growth_mib": rss_growth_mib,
+            "auth_threads": auth_threads,
         }))
     })();
     let result = result.map_err(|e| format!("{e}; server log: {}", server.log_tail()));

@@ -1,12 +1,13 @@
 //! `chat-client`: the terminal client of the chat (SPEC section 6). All the
-//! work is in `chat::client`; this file only turns the command line into
-//! [`Options`] so the logic stays testable as a library.
+//! work is in the `chat_client` library; this file only turns the command
+//! line into [`Options`] so the logic stays testable as a library.
 
 use std::process::ExitCode;
 
-use chat::client::{self, Options};
 use chat::wire::protocol::Lang;
+use chat_client::{self as client, Options};
 use clap::Parser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 /// The command line, `chat-client [--host H] [--port P] [--lang id|en]`, with
 /// the seed's address as the default.
@@ -24,8 +25,19 @@ struct Args {
     #[arg(long, default_value_t = 10000)]
     port: u16,
     /// Language of the prompt and of the client's own replies.
-    #[arg(long, value_enum, default_value_t = Lang::Id)]
+    #[arg(long, default_value = "id", value_parser = lang_parser())]
     lang: Lang,
+}
+
+/// `--lang id|en`, parsed here because the library's [`Lang`] carries no clap
+/// derive (the server links the library and should not need clap's traits for
+/// it); the listed values keep `--help` and errors as clap writes them.
+fn lang_parser() -> impl TypedValueParser<Value = Lang> {
+    PossibleValuesParser::new(["id", "en"]).try_map(|s| match s.as_str() {
+        "id" => Ok(Lang::Id),
+        "en" => Ok(Lang::En),
+        other => Err(format!("unknown language {other:?}")),
+    })
 }
 
 /// Parses the arguments and runs the client; its exit code is the process's.

@@ -223,6 +223,13 @@ const CURSOR_QUERY: &[u8] = b"\x1b[6n";
 
 impl Term {
     fn start(addr: SocketAddr) -> Term {
+        let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_chat-client"));
+        cmd.args(client_args(addr));
+        Term::start_command(cmd)
+    }
+
+    /// Runs `cmd` on a new pty.
+    fn start_command(mut cmd: CommandBuilder) -> Term {
         let pair = native_pty_system()
             .openpty(PtySize {
                 rows: 24,
@@ -231,8 +238,6 @@ impl Term {
                 pixel_height: 0,
             })
             .expect("openpty");
-        let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_chat-client"));
-        cmd.args(client_args(addr));
         cmd.env("TERM", "xterm");
         let child = pair.slave.spawn_command(cmd).expect("spawn chat-client");
         // Only the child holds the slave now, so its exit ends our reads.
@@ -443,4 +448,64 @@ fn terminal_ctrl_c_cancels_the_line_and_the_server_closing_ends_the_client() {
         "{rows:#?}"
     );
     assert!(term.is_cooked(), "terminal left in raw mode");
+}
+
+#[test]
+fn terminal_input_with_output_redirected_hides_the_password_and_ctrl_c_cancels() {
+    // stdin a terminal but stdout a file: plain mode, where the dialogue's
+    // prompts go to stderr (the terminal) and the password is read by
+    // rpassword with echo off.
+    const PASSWORD: &str = "Hidden-Pw9";
+    let server = Server::start(&[]);
+    let out = std::env::temp_dir().join(format!("chat-client-out-{}", std::process::id()));
+    let mut cmd = CommandBuilder::new("sh");
+    cmd.args([
+        "-c",
+        "out=$1; shift; exec \"$@\" > \"$out\"",
+        "sh",
+        &out.to_string_lossy(),
+        env!("CARGO_BIN_EXE_chat-client"),
+    ]);
+    cmd.args(client_args(server.addr));
+    let mut term = Term::start_command(cmd);
+    term.keys("regist\r");
+    term.wait_cursor_after("Username : ");
+    term.keys("erin\r");
+    term.wait_cursor_after("Password : ");
+    term.keys(PASSWORD);
+    thread::sleep(Duration::from_millis(200));
+    assert!(
+        !term.is_cooked(),
+        "echo still on while the password is typed"
+    );
+    term.keys("\r");
+    // Ctrl-C at the password prompt drops the dialogue, and echo comes back.
+    term.keys("login\r");
+    term.wait_cursor_after("Username : ");
+    term.keys("erin\r");
+    term.wait_cursor_after("Password : ");
+    term.keys("typo\x03");
+    term.wait_for("echo back on after Ctrl-C", Term::is_cooked);
+    term.keys("login\r");
+    term.wait_cursor_after("Username : ");
+    term.keys("erin\r");
+    term.wait_cursor_after("Password : ");
+    term.keys(&format!("{PASSWORD}\rquit\r"));
+    assert_eq!(term.exit_code(), 0, "{}", term.dump());
+    let raw = String::from_utf8_lossy(&term.raw.lock().unwrap()).into_owned();
+    assert!(!raw.contains("Hidden"), "password echoed: {raw:?}");
+    assert!(!raw.contains("typo"), "cancelled password echoed: {raw:?}");
+    let written = std::fs::read_to_string(&out).expect("client output");
+    let _ = std::fs::remove_file(&out);
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            &format!("connected to 127.0.0.1 port {}", server.addr.port()),
+            "Anda berhasil terdaftar",
+            "Login sukses",
+            "Sampai jumpa",
+        ],
+        "{written:?}"
+    );
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::load::Proto;
 
-const NGIRCD_CONF: &str = include_str!("../../../bench/ngircd.conf.in");
+const NGIRCD_CONF: &str = include_str!("../ngircd.conf.in");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -86,6 +86,19 @@ pub struct Start<'a> {
 }
 
 impl Launch {
+    /// How many hashing threads chat-server starts without `--auth-threads`:
+    /// one less than the cores it may run on, at least one (its own rule,
+    /// mirrored here because the login storm's memory goal is stated per
+    /// thread). Pinned with taskset, it sees one core.
+    pub fn default_auth_threads(&self) -> usize {
+        let cores = if self.taskset && self.server_cpu.is_some() {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        };
+        cores.saturating_sub(1).max(1)
+    }
+
     pub fn start(&self, kind: Kind, opts: &Start<'_>) -> Result<Running, String> {
         let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -106,6 +119,10 @@ impl Launch {
                     "warn".into(),
                     "--max-clients".into(),
                     opts.max_clients.to_string(),
+                    // Fan-out at full speed, as ngircd's config lifts its
+                    // flood limits too; the flood scenario turns it back on.
+                    "--flood-rate".into(),
+                    "0".into(),
                 ];
                 if let Some(h) = opts.hash_params {
                     args.push("--hash-params".into());

@@ -11,7 +11,7 @@
 //!
 //! The pure parts ([`Incoming`], [`classify`], [`one_line_form`]) are unit
 //! tested here; the threads, the terminal and the socket are tested by running
-//! the real binaries (`tests/client.rs`).
+//! the real binaries (`client/tests/client.rs`).
 
 use std::borrow::Cow;
 use std::io::{self, BufRead, IsTerminal, Read, Write};
@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::sys::termios::{SetArg, Termios, tcgetattr, tcsetattr};
 use rustyline::completion::Completer;
 use rustyline::error::ReadlineError;
 use rustyline::highlight::{CmdKind, Highlighter};
@@ -32,8 +34,8 @@ use rustyline::validate::Validator;
 use rustyline::{Config, Editor, ExternalPrinter, Helper};
 use unicode_width::UnicodeWidthChar;
 
-use crate::wire::framing::clean_line;
-use crate::wire::protocol::{Command, Credentials, Lang, PROMPT_PASSWORD, PROMPT_USERNAME, Reply};
+use chat::wire::framing::{clean_line, strip_line_end};
+use chat::wire::protocol::{Command, Credentials, Lang, PROMPT_PASSWORD, PROMPT_USERNAME, Reply};
 
 /// What the command line chose; `chat-client`'s `main` only parses arguments.
 #[derive(Debug, Clone)]
@@ -158,10 +160,7 @@ impl Incoming {
         self.pending.extend_from_slice(bytes);
         let mut start = 0;
         while let Some(at) = self.pending[start..].iter().position(|&b| b == b'\n') {
-            let mut line = &self.pending[start..start + at];
-            if let [rest @ .., b'\r'] = line {
-                line = rest;
-            }
+            let line = strip_line_end(&self.pending[start..=start + at]);
             out.push(Piece::Line(clean_line(line).into_owned()));
             start += at + 1;
         }
@@ -336,9 +335,10 @@ fn report(ending: &Ending, interactive: bool, unasked: bool) -> u8 {
     }
 }
 
-/// The terminal settings in force before a password read turned echo off,
-/// kept where any exit path can put them back.
-static SAVED_TERMINAL: Mutex<Option<libc::termios>> = Mutex::new(None);
+/// The terminal settings in force before a password read in plain mode,
+/// kept where any exit path can put them back: [`exit_now`] ends the process
+/// without running the password reader's own restoring `Drop`.
+static SAVED_TERMINAL: Mutex<Option<Termios>> = Mutex::new(None);
 
 /// Set by the SIGINT handler, so Ctrl-C can end the wait for the server's last
 /// replies.
@@ -378,8 +378,7 @@ fn restore_terminal() {
         .unwrap_or_else(|e| e.into_inner())
         .take();
     if let Some(saved) = saved {
-        // SAFETY: `saved` came from `tcgetattr` on the same descriptor.
-        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &saved) };
+        let _ = tcsetattr(io::stdin(), SetArg::TCSANOW, &saved);
     }
 }
 
@@ -390,42 +389,58 @@ fn exit_now(code: u8) -> ! {
     std::process::exit(i32::from(code))
 }
 
-/// Terminal input without echo, byte at a time, for the time of one password
-/// in plain mode (stdin a terminal that rustyline does not drive). Dropping it
-/// restores the settings, also on an early return.
-struct NoEcho;
+/// Keeps the terminal's settings in [`SAVED_TERMINAL`] while a password is
+/// read, so that the reader thread's [`exit_now`] (the server closed while
+/// the user was typing) still gives the terminal back with echo on. Dropping
+/// it forgets them again: the password reader restored them itself.
+struct SavedTerminal;
 
-impl NoEcho {
-    /// Turns echo, line buffering and signal keys off on stdin. Signal keys
-    /// come in as bytes then, so Ctrl-C cancels the password instead of
-    /// killing the client with echo still off.
-    fn new() -> io::Result<Self> {
-        // SAFETY: `termios` is plain data, filled in by `tcgetattr`.
-        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid descriptor and a valid pointer.
-        if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut saved) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut quiet = saved;
-        quiet.c_lflag &= !(libc::ECHO | libc::ICANON | libc::ISIG | libc::IEXTEN);
-        quiet.c_cc[libc::VMIN] = 1;
-        quiet.c_cc[libc::VTIME] = 0;
-        *SAVED_TERMINAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved);
-        // SAFETY: a valid descriptor and a valid, initialised `termios`.
-        if unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet) } != 0 {
-            let err = io::Error::last_os_error();
-            restore_terminal();
-            return Err(err);
-        }
-        Ok(NoEcho)
+impl SavedTerminal {
+    /// Saves stdin's current settings.
+    fn save() -> io::Result<Self> {
+        let settings = tcgetattr(io::stdin()).map_err(io::Error::from)?;
+        *SAVED_TERMINAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(settings);
+        Ok(SavedTerminal)
     }
 }
 
-/// Echo comes back however the password read ends.
-impl Drop for NoEcho {
-    /// Restores the settings [`NoEcho::new`] saved.
+/// Forgets the saved settings once the read is over.
+impl Drop for SavedTerminal {
+    /// Clears [`SAVED_TERMINAL`].
     fn drop(&mut self) {
-        restore_terminal();
+        SAVED_TERMINAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+}
+
+/// SIGINT ignored for the time of one password read. `rpassword` turns the
+/// signal keys off and answers Ctrl-C by raising SIGINT itself, before it puts
+/// the terminal back; with the default action that would kill the client with
+/// echo still off. Ignored, the raise is lost and the read returns
+/// `Interrupted`, which cancels the dialogue. Dropping it puts back the action
+/// that was there.
+struct SigintIgnored(SigAction);
+
+impl SigintIgnored {
+    /// Sets SIGINT to ignored, remembering the action in force.
+    fn new() -> io::Result<Self> {
+        let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+        // SAFETY: ignoring a signal installs no handler, so no code can run in
+        // signal context.
+        let old = unsafe { sigaction(Signal::SIGINT, &ignore) }.map_err(io::Error::from)?;
+        Ok(SigintIgnored(old))
+    }
+}
+
+/// Puts back the SIGINT action of before the password read.
+impl Drop for SigintIgnored {
+    /// Restores the saved action.
+    fn drop(&mut self) {
+        // SAFETY: the action being restored is the one that was installed
+        // before, with the same handler and flags.
+        let _ = unsafe { sigaction(Signal::SIGINT, &self.0) };
     }
 }
 
@@ -436,58 +451,30 @@ enum Secret {
     Text(String),
     /// Ctrl-C: drop the dialogue, like a shell drops the line.
     Cancelled,
-    /// Ctrl-D on an empty answer, or the terminal closed.
+    /// Ctrl-D on an empty answer.
     EndOfInput,
 }
 
-/// Reads a password from the terminal with echo off, the prompt and the
-/// newline that Enter no longer echoes going to stderr, beside the other
-/// prompts of plain mode.
+/// Reads a password from the terminal in plain mode (stdin a terminal that
+/// rustyline does not drive) with `rpassword`: echo and the signal keys off,
+/// Backspace, Ctrl-U, Ctrl-C and Ctrl-D understood. The prompt and the newline
+/// that Enter no longer echoes go to stderr, beside the other prompts of plain
+/// mode. It reads `/dev/stdin`, the same terminal the rest of the input comes
+/// from, rather than `rpassword`'s default `/dev/tty`.
 fn read_password() -> io::Result<Secret> {
     eprint!("{PROMPT_PASSWORD}");
-    let secret = {
-        let _quiet = NoEcho::new()?;
-        read_secret_bytes()?
-    };
-    eprintln!();
-    Ok(secret)
-}
-
-/// The byte loop of [`read_password`], with the few editing keys a password
-/// prompt needs: Backspace, Ctrl-U, Ctrl-C, Ctrl-D.
-fn read_secret_bytes() -> io::Result<Secret> {
-    let mut bytes = Vec::new();
-    loop {
-        let mut byte = 0u8;
-        // SAFETY: reads at most one byte into a valid one-byte buffer.
-        let n = unsafe { libc::read(libc::STDIN_FILENO, (&raw mut byte).cast(), 1) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-            continue;
-        }
-        match (n, byte) {
-            (0, _) => return Ok(Secret::EndOfInput),
-            (_, b'\n' | b'\r') => break,
-            (_, 0x03) => return Ok(Secret::Cancelled),
-            (_, 0x04) if bytes.is_empty() => return Ok(Secret::EndOfInput),
-            (_, 0x15) => bytes.clear(),
-            (_, 0x7f | 0x08) => {
-                // Drop one whole character: its continuation bytes, then its
-                // first byte.
-                while let Some(b) = bytes.pop() {
-                    if b & 0xC0 != 0x80 {
-                        break;
-                    }
-                }
-            }
-            (_, b) if b < 0x20 => {}
-            (_, b) => bytes.push(b),
-        }
+    let _saved = SavedTerminal::save()?;
+    let _sigint = SigintIgnored::new()?;
+    let config = rpassword::ConfigBuilder::new()
+        .input_file_path("/dev/stdin")
+        .output_writer(io::stderr())
+        .build();
+    match rpassword::read_password_with_config(config) {
+        Ok(password) => Ok(Secret::Text(password)),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Secret::Cancelled),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Secret::EndOfInput),
+        Err(e) => Err(e),
     }
-    Ok(Secret::Text(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 /// The main thread's side of the connection: sends lines, answers locally.
@@ -778,12 +765,8 @@ fn next_line(input: &mut impl BufRead) -> Option<Vec<u8>> {
     match input.read_until(b'\n', &mut line) {
         Ok(0) | Err(_) => None,
         Ok(_) => {
-            if line.last() == Some(&b'\n') {
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-            }
+            let kept = strip_line_end(&line).len();
+            line.truncate(kept);
             Some(line)
         }
     }

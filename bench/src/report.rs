@@ -31,6 +31,9 @@ fn metrics(scenario: &str) -> &'static [(&'static str, &'static str)] {
             ("rtt_p99_during_ms", "chat RTT p99 during, ms"),
             ("rtt_max_during_ms", "chat RTT max during, ms"),
             ("logins_per_s", "logins/s"),
+            ("rss_start_mib", "server RSS at start, MiB"),
+            ("rss_after_mib", "server RSS after the storm, MiB"),
+            ("auth_threads", "hashing threads (ours' default)"),
         ],
         _ => &[],
     }
@@ -173,6 +176,32 @@ pub fn targets(rows: &[Row], plan_clients: &[usize], conns: usize, storm: usize)
         "chat round-trip p99 during the login storm < 10 ms".into(),
         v.map_or("-".into(), |v| format!("{v:.3} ms")),
         v.map(|v| v < 10.0),
+    );
+    let case = format!("S={storm}");
+    let ours = |metric| {
+        find(rows, "storm", &case, metric)?
+            .values
+            .get("ours")
+            .copied()
+    };
+    let (start, after, threads) = (
+        ours("rss_start_mib"),
+        ours("rss_after_mib"),
+        ours("auth_threads"),
+    );
+    let growth = start.zip(after).map(|(a, b)| b - a);
+    add(
+        "server RSS after the login storm within auth threads x 19 MiB of the start".into(),
+        match (start, after, threads) {
+            (Some(a), Some(b), Some(n)) => {
+                format!(
+                    "{a:.1} -> {b:.1} MiB, +{:.1} MiB; {n:.0} auth thread(s)",
+                    b - a
+                )
+            }
+            _ => "-".into(),
+        },
+        growth.zip(threads).map(|(g, n)| g <= n * 19.0),
     );
     out
 }
