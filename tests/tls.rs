@@ -248,7 +248,8 @@ fn read_until_closed(stream: &mut TcpStream, timeout: Duration) -> (Vec<u8>, boo
 fn register_login_broadcast_and_send_to_over_tls() {
     let certs = Certs::new();
     let root = certs.make_pair();
-    let server = start_tls(&certs, &[]);
+    // The burst below is on purpose: flood control (SPEC 7) off.
+    let server = start_tls(&certs, &["--flood-rate", "0"]);
     let tls = server.tls_addr.unwrap();
     let mut a = TlsClient::connect(tls, &root);
     // The prompt dialogue, prompts without a newline, inside TLS.
@@ -607,7 +608,8 @@ fn small_receive_buffer(stream: &TcpStream) {
 fn a_tls_reader_that_falls_behind_is_disconnected_alone() {
     let certs = Certs::new();
     let root = certs.make_pair();
-    let server = start_tls(&certs, &[]);
+    // The sender floods on purpose: flood control (SPEC 7) off.
+    let server = start_tls(&certs, &["--flood-rate", "0"]);
     let tls = server.tls_addr.unwrap();
     let mut sender = server.login("sender");
     let mut keeps_up = TlsClient::login(tls, &root, "keepsup");
