@@ -51,6 +51,8 @@ struct Client {
     connected: bool,
     join: bool,
     state: State,
+    /// The client side of TLS when the generator speaks through the TLS door.
+    tls: Option<Box<rustls::ClientConnection>>,
 }
 
 /// Where a message goes.
@@ -149,6 +151,8 @@ pub struct Gen {
     failed: usize,
     next_seq: u64,
     track: Track,
+    /// Set by `crate::tls::use_tls`: every client opened after it speaks TLS.
+    pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 pub fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -207,7 +211,19 @@ impl Gen {
             failed: 0,
             next_seq: 0,
             track: Track::default(),
+            tls: None,
         })
+    }
+
+    /// The TLS version and cipher suite the first client negotiated, for the
+    /// record (ours picks AES-128-GCM; ngircd's GnuTLS may pick otherwise).
+    pub fn tls_suite(&self) -> Option<String> {
+        let conn = self.clients.first()?.tls.as_ref()?;
+        Some(format!(
+            "{:?} {:?}",
+            conn.protocol_version()?,
+            conn.negotiated_cipher_suite()?.suite()
+        ))
     }
 
     pub fn proto(&self) -> Proto {
@@ -272,6 +288,10 @@ impl Gen {
                     State::Waiting
                 }
             };
+            let tls = match &self.tls {
+                Some(config) => Some(crate::tls::connection(config)?),
+                None => None,
+            };
             let idx = self.clients.len();
             let mut client = Client {
                 sock,
@@ -281,6 +301,7 @@ impl Gen {
                 connected: false,
                 join: op.join,
                 state,
+                tls,
             };
             self.poll
                 .registry()
@@ -397,6 +418,10 @@ impl Gen {
         if !c.connected {
             return;
         }
+        if let Some(tls) = c.tls.as_mut() {
+            crate::tls::flush(tls, &mut c.sock, &mut c.wbuf);
+            return;
+        }
         while !c.wbuf.is_empty() {
             match c.sock.write(&c.wbuf) {
                 Ok(n) => {
@@ -421,7 +446,12 @@ impl Gen {
             return Ok(());
         };
         let mut closed = false;
-        loop {
+        if let Some(tls) = c.tls.as_mut() {
+            closed = crate::tls::read(tls, &mut c.sock, &mut self.scratch, &mut c.rbuf, &c.name);
+            // Handshake replies and plaintext held back until it finished.
+            crate::tls::flush(tls, &mut c.sock, &mut c.wbuf);
+        }
+        while c.tls.is_none() {
             match c.sock.read(&mut self.scratch) {
                 Ok(0) => {
                     closed = true;

@@ -16,6 +16,7 @@ mod report;
 mod scenarios;
 mod servers;
 mod sys;
+mod tls;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -65,8 +66,9 @@ struct RunArgs {
     /// Repetitions (default: 3, quick: 1).
     #[arg(long)]
     reps: Option<usize>,
-    /// Scenarios, comma-separated: fanout, connections, storm.
-    #[arg(long, default_value = "fanout,connections,storm")]
+    /// Scenarios, comma-separated: fanout, connections, storm, and tls (all
+    /// of tls-fanout, tls-storm, tls-connections).
+    #[arg(long, default_value = "fanout,connections,storm,tls")]
     scenarios: String,
     /// Servers, comma-separated: floor, ours, ngircd.
     #[arg(long, default_value = "floor,ours,ngircd")]
@@ -183,11 +185,10 @@ fn run(args: RunArgs) -> Result<(), String> {
             plan.connections
         ));
     }
-    let scenarios = parse_list(&args.scenarios, |x| {
-        ["fanout", "connections", "storm"]
-            .contains(&x)
-            .then(|| x.to_string())
-    })?;
+    let scenarios: Vec<String> = parse_list(&args.scenarios, tls::scenario_names)?
+        .into_iter()
+        .flatten()
+        .collect();
     let mut kinds = parse_list(&args.servers, Kind::parse)?;
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let chat_server = args.chat_server.clone().unwrap_or_else(|| {
@@ -284,12 +285,13 @@ fn run(args: RunArgs) -> Result<(), String> {
             let n = order.len().max(1);
             order.rotate_left(rep % n);
             for &kind in &order {
-                if scenario == "storm" && kind == Kind::Floor {
-                    continue; // the floor has no logins
+                if (scenario == "storm" || scenario.starts_with("tls")) && kind == Kind::Floor {
+                    continue; // the floor has no logins and no TLS
                 }
                 let result = match scenario.as_str() {
                     "fanout" => scenarios::fanout(&launch, kind, &plan),
                     "connections" => scenarios::connections(&launch, kind, &plan),
+                    s if s.starts_with("tls") => tls::run(&launch, kind, &plan, s),
                     _ => scenarios::storm(&launch, kind, &plan),
                 };
                 match result {

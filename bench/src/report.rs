@@ -35,6 +35,7 @@ fn metrics(scenario: &str) -> &'static [(&'static str, &'static str)] {
             ("rss_after_mib", "server RSS after the storm, MiB"),
             ("auth_threads", "hashing threads (ours' default)"),
         ],
+        s if s.starts_with("tls-") => crate::tls::metrics(s),
         _ => &[],
     }
 }
@@ -203,6 +204,7 @@ pub fn targets(rows: &[Row], plan_clients: &[usize], conns: usize, storm: usize)
         },
         growth.zip(threads).map(|(g, n)| g <= n * 19.0),
     );
+    out.extend(crate::tls::targets(rows, plan_clients, storm));
     out
 }
 

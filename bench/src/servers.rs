@@ -100,6 +100,18 @@ impl Launch {
     }
 
     pub fn start(&self, kind: Kind, opts: &Start<'_>) -> Result<Running, String> {
+        self.start_with(kind, opts, &[], "")
+    }
+
+    /// `start` plus more arguments for ours and more configuration for
+    /// ngircd (the TLS door: `crate::tls`).
+    pub fn start_with(
+        &self,
+        kind: Kind,
+        opts: &Start<'_>,
+        more_args: &[String],
+        more_conf: &str,
+    ) -> Result<Running, String> {
         let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         fs::create_dir_all(&self.work_dir).map_err(|e| e.to_string())?;
@@ -130,6 +142,7 @@ impl Launch {
                     args.push("--hash-params".into());
                     args.push(h.into());
                 }
+                args.extend_from_slice(more_args);
                 (self.chat_server.clone(), args)
             }
             Kind::Ngircd => {
@@ -141,7 +154,8 @@ impl Launch {
                 fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
                 let conf = NGIRCD_CONF
                     .replace("@PORT@", &port.to_string())
-                    .replace("@DIR@", &dir.display().to_string());
+                    .replace("@DIR@", &dir.display().to_string())
+                    + more_conf;
                 let path = dir.join("ngircd.conf");
                 fs::write(&path, conf).map_err(|e| format!("{}: {e}", path.display()))?;
                 (
