@@ -1158,11 +1158,21 @@ impl Server {
         if conn.phase == Phase::Doomed {
             return;
         }
-        let before = conn.pending();
-        let written = conn.transport.write(&mut conn.socket, &mut conn.out);
-        // Sealing can grow what is pending (record headers and tags), so
-        // account by the difference, not by the bytes written.
-        self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
+        let written = if matches!(conn.transport, Transport::Plain) {
+            // The hot path: what is written is what is no longer pending.
+            let written = conn.out.write_to(&mut conn.socket);
+            if let Ok(n) = written {
+                self.io.queues.total_output -= n;
+            }
+            written
+        } else {
+            let before = conn.pending();
+            let written = conn.transport.write(&mut conn.socket, &mut conn.out);
+            // Sealing can grow what is pending (record headers and tags), so
+            // account by the difference, not by the bytes written.
+            self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
+            written
+        };
         if let Err(e) = written {
             debug!("{}: write failed: {e}", conn.peer);
             self.drop_conn(key);
