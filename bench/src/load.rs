@@ -226,6 +226,21 @@ impl Gen {
         ))
     }
 
+    /// Clients with output the generator has not handed to the kernel yet
+    /// (queued lines, or TLS records rustls still holds), and those bytes:
+    /// tells a stalled phase's generator side from its server side.
+    pub fn unsent(&self) -> (usize, usize) {
+        let mut out = (0, 0);
+        for c in &self.clients {
+            let tls_waiting = c.tls.as_ref().is_some_and(|t| t.wants_write());
+            if !c.wbuf.is_empty() || tls_waiting {
+                out.0 += 1;
+                out.1 += c.wbuf.len();
+            }
+        }
+        out
+    }
+
     pub fn proto(&self) -> Proto {
         self.proto
     }
