@@ -660,6 +660,13 @@ impl Gen {
 
     /// Formats and sends one benchmark message.
     fn send_msg(&mut self, from: usize, dest: Dest, kind: u8, ts: u64, seq: u64, phase: u32) {
+        self.queue_msg(from, dest, kind, ts, seq, phase);
+        self.flush(from);
+    }
+
+    /// Formats one benchmark message onto the end of the sender's output
+    /// buffer, without writing it yet.
+    fn queue_msg(&mut self, from: usize, dest: Dest, kind: u8, ts: u64, seq: u64, phase: u32) {
         let mut line = std::mem::take(&mut self.line);
         line.clear();
         let to_name =
@@ -689,7 +696,9 @@ impl Gen {
         } else {
             b"\n"
         });
-        self.send_raw(from, &line);
+        if let Some(c) = self.clients.get_mut(from) {
+            c.wbuf.extend_from_slice(&line);
+        }
         self.line = line;
     }
 
@@ -892,9 +901,9 @@ impl Gen {
     /// The flood scenario's phase: clients `0..honest` (the honest users)
     /// each send one private line every `interval` to another honest user,
     /// spread evenly in time, for `dur`; meanwhile client `flooder`, if any,
-    /// broadcasts lines as fast as its socket takes them (a new line only
-    /// once the previous ones are all in the kernel, at most 512 a turn, so
-    /// neither its buffer nor a turn grows without bound). Then up to
+    /// broadcasts lines as fast as its socket takes them (256 more lines
+    /// only once the previous ones are all in the kernel, at most 4 times a
+    /// turn, so neither its buffer nor a turn grows without bound). Then up to
     /// `drain` for the honest lines still under way. Latency is one-way, on
     /// the generator's one clock.
     pub fn flood(
@@ -952,16 +961,21 @@ impl Gen {
                 sent += 1;
             }
             if let Some(f) = flooder {
+                // 256 lines (about 16 KiB) per write: a flooder fills its
+                // socket in big writes, not one small segment per line.
                 let mut turn = 0;
-                while turn < 512
+                while turn < 4
                     && self.clients.get(f).is_some_and(|c| {
                         c.connected && c.wbuf.is_empty() && c.state == State::Ready
                     })
                 {
-                    flood_seq += 1;
                     let ts = self.now_ns();
-                    self.send_msg(f, Dest::All, b'F', ts, flood_seq, phase);
-                    flood_sent += 1;
+                    for _ in 0..256 {
+                        flood_seq += 1;
+                        self.queue_msg(f, Dest::All, b'F', ts, flood_seq, phase);
+                    }
+                    self.flush(f);
+                    flood_sent += 256;
                     turn += 1;
                 }
             }
