@@ -901,15 +901,18 @@ impl Gen {
     /// The flood scenario's phase: clients `0..honest` (the honest users)
     /// each send one private line every `interval` to another honest user,
     /// spread evenly in time, for `dur`; meanwhile client `flooder`, if any,
-    /// broadcasts lines as fast as its socket takes them (256 more lines
+    /// broadcasts `flooder_rate` lines a second, or (`None`) as fast as its
+    /// socket takes them (256 more lines
     /// only once the previous ones are all in the kernel, at most 4 times a
     /// turn, so neither its buffer nor a turn grows without bound). Then up to
     /// `drain` for the honest lines still under way. Latency is one-way, on
     /// the generator's one clock.
+    #[allow(clippy::too_many_arguments)]
     pub fn flood(
         &mut self,
         honest: usize,
         flooder: Option<usize>,
+        flooder_rate: Option<f64>,
         interval: Duration,
         dur: Duration,
         drain: Duration,
@@ -960,7 +963,16 @@ impl Gen {
                 self.send_msg(from, Dest::To(to), b'T', ts, seq, phase);
                 sent += 1;
             }
-            if let Some(f) = flooder {
+            if let (Some(f), Some(rate)) = (flooder, flooder_rate) {
+                // Steady: one broadcast every 1/rate s, no more.
+                let due = (start.elapsed().as_secs_f64() * rate) as u64;
+                while flood_seq < due {
+                    flood_seq += 1;
+                    let ts = self.now_ns();
+                    self.send_msg(f, Dest::All, b'F', ts, flood_seq, phase);
+                    flood_sent += 1;
+                }
+            } else if let Some(f) = flooder {
                 // 256 lines (about 16 KiB) per write: a flooder fills its
                 // socket in big writes, not one small segment per line.
                 let mut turn = 0;

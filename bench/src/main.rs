@@ -166,7 +166,12 @@ fn redraw(jsonl: &std::path::Path, svg: &std::path::Path) -> Result<(), String> 
         .into_iter()
         .filter(|v| v["scenario"].is_string() && v["summary"].is_null())
         .collect();
-    report::chart(&report::summarize(&records), svg, &title)
+    report::chart(
+        &report::summarize(&records),
+        &report::flood_rows(&records),
+        svg,
+        &title,
+    )
 }
 
 fn parse_list<T>(s: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
@@ -431,6 +436,7 @@ fn run(args: RunArgs) -> Result<(), String> {
     let svg_path = args.out.join(format!("chart{suffix}.svg"));
     if let Err(e) = report::chart(
         &rows,
+        &flood_rows,
         &svg_path,
         &format!("chat-server vs ngircd vs floor, {date} ({machine})"),
     ) {

@@ -118,7 +118,8 @@ pub fn summarize(records: &[Value]) -> Vec<Row> {
 }
 
 /// The flood scenario's figures, in the order of its table.
-const FLOOD_METRICS: [(&str, &str); 9] = [
+const FLOOD_METRICS: [(&str, &str); 10] = [
+    ("sent", "honest lines sent"),
     ("p50_ms", "honest p50, ms"),
     ("p99_ms", "honest p99, ms"),
     ("max_ms", "honest max, ms"),
@@ -303,7 +304,7 @@ pub fn flood_markdown(rows: &[FloodRow]) -> String {
         for (metric, _) in FLOOD_METRICS {
             let v = r.values.get(metric).copied();
             // Counts read better whole.
-            if matches!(metric, "disconnected" | "lost" | "flood_sent") {
+            if matches!(metric, "sent" | "disconnected" | "lost" | "flood_sent") {
                 s.push_str(&v.map_or("-".into(), |v| format!("{v:.0}")));
             } else {
                 s.push_str(&fmt(v));
@@ -434,7 +435,7 @@ fn panel(
     Ok(())
 }
 
-pub fn chart(rows: &[Row], path: &Path, title: &str) -> Result<(), String> {
+pub fn chart(rows: &[Row], flood: &[FloodRow], path: &Path, title: &str) -> Result<(), String> {
     let pick = |scenario: &str, metric: &str, case_filter: &dyn Fn(&str) -> bool| {
         rows.iter()
             .filter(|r| r.scenario == scenario && r.metric == metric && case_filter(&r.case))
@@ -445,14 +446,36 @@ pub fn chart(rows: &[Row], path: &Path, title: &str) -> Result<(), String> {
     let p99 = pick("fanout", "p99_ms", &|c| !c.ends_with("max"));
     let bcast = pick("connections", "broadcast_ms", &|_| true);
     let storm = pick("storm", "rtt_p99_during_ms", &|_| true);
-    let root = SVGBackend::new(path, (1200, 760)).into_drawing_area();
+    // The flood cases are settings, not servers: one bar each, in the
+    // colour of the server it ran on.
+    let flood_bars = |metric: &str| -> Vec<(String, BTreeMap<&'static str, f64>)> {
+        flood
+            .iter()
+            .filter_map(|r| {
+                let case = FloodCase::ALL.into_iter().find(|c| c.name() == r.case)?;
+                let v = *r.values.get(metric)?;
+                let short = match case {
+                    FloodCase::OursNoFlooder => "ours, no flooder",
+                    FloodCase::OursOn => "ours, on",
+                    FloodCase::OursOff => "ours, off",
+                    FloodCase::OursSteady => "ours, 5 lines/s",
+                    FloodCase::NgircdDefault => "ngircd, default",
+                };
+                Some((short.to_string(), BTreeMap::from([(case.kind().name(), v)])))
+            })
+            .collect()
+    };
+    let flood_p99 = flood_bars("p99_ms");
+    let flood_gone = flood_bars("disconnected");
+    let height = if flood.is_empty() { 760 } else { 1120 };
+    let root = SVGBackend::new(path, (1200, height)).into_drawing_area();
     let err = |e: &dyn std::fmt::Display| e.to_string();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let root = root
         .titled(title, ("sans-serif", 18))
         .map_err(|e| err(&e))?;
-    let (body, legend) = root.split_vertically(700);
-    let areas = body.split_evenly((2, 2));
+    let (body, legend) = root.split_vertically(height - 60);
+    let areas = body.split_evenly((if flood.is_empty() { 2 } else { 3 }, 2));
     panel(
         &areas[0],
         "fan-out: server CPU ms per 1000 deliveries, max rate",
@@ -469,6 +492,14 @@ pub fn chart(rows: &[Row], path: &Path, title: &str) -> Result<(), String> {
         "login storm: chat round-trip p99 during (ms)",
         &storm,
     )?;
+    if !flood.is_empty() {
+        panel(
+            &areas[4],
+            "flood: honest users' p99 latency (ms)",
+            &flood_p99,
+        )?;
+        panel(&areas[5], "flood: honest users disconnected", &flood_gone)?;
+    }
     for (j, server) in SERVERS.iter().enumerate() {
         let x = 400 + j as i32 * 150;
         legend
@@ -511,7 +542,7 @@ mod tests {
         assert_eq!(goal["met"], json!(true), "{goal}");
         let md = flood_markdown(&rows);
         assert!(
-            md.contains("| ours, flood control off | 12.5 | 50.0 | - | 7 |"),
+            md.contains("| ours, flood control off | - | 12.5 | 50.0 | - | 7 |"),
             "{md}"
         );
         // One disconnect with flood control on misses the goal.

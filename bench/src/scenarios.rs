@@ -42,15 +42,20 @@ pub enum FloodCase {
     OursOff,
     /// Ours with the defaults and no flooder: the baseline of the 2x goal.
     OursNoFlooder,
+    /// Ours with the defaults, and instead of the flooder one user who
+    /// broadcasts a steady 5 lines a second: exactly what flood control
+    /// lets a flooder through, so the cost of that traffic itself.
+    OursSteady,
     /// ngircd with its default flood protection (`ngircd-default.conf.in`).
     NgircdDefault,
 }
 
 impl FloodCase {
-    pub const ALL: [FloodCase; 4] = [
+    pub const ALL: [FloodCase; 5] = [
         FloodCase::OursNoFlooder,
         FloodCase::OursOn,
         FloodCase::OursOff,
+        FloodCase::OursSteady,
         FloodCase::NgircdDefault,
     ];
 
@@ -60,6 +65,7 @@ impl FloodCase {
             FloodCase::OursOn => "ours, flood control on",
             FloodCase::OursOff => "ours, flood control off",
             FloodCase::OursNoFlooder => "ours, no flooder",
+            FloodCase::OursSteady => "ours, a user broadcasting 5 lines/s, no flooder",
             FloodCase::NgircdDefault => "ngircd, default flood protection",
         }
     }
@@ -79,7 +85,7 @@ impl FloodCase {
     /// server's defaults staying what SPEC 7 says today.
     fn ours_flags(self) -> &'static [&'static str] {
         match self {
-            FloodCase::OursOn | FloodCase::OursNoFlooder => {
+            FloodCase::OursOn | FloodCase::OursNoFlooder | FloodCase::OursSteady => {
                 &["--flood-burst", "20", "--flood-rate", "5"]
             }
             FloodCase::OursOff => &["--flood-rate", "0"],
@@ -393,6 +399,7 @@ pub fn flood(launch: &Launch, case: FloodCase, plan: &Plan) -> Result<Vec<Value>
         let r = g.flood(
             users,
             case.flooder().then_some(users),
+            (case == FloodCase::OursSteady).then_some(5.0),
             plan.flood_interval,
             plan.flood_phase,
             Duration::from_secs(5),
