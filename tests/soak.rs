@@ -20,6 +20,9 @@
 //! may have been closed by the server (every close it did not ask for with
 //! `quit` or by dropping its own socket counts), and the guesser may have
 //! had at most `--max-login-fails` passwords checked per 10 minutes.
+//! Meanwhile one more client (from 127.0.5.x) sends private messages to
+//! users who are never online: every one that got `STORED` must arrive when
+//! they log in, after a restart (SPEC section 9).
 //!
 //! Ignored by `cargo test`; run with `make soak` (SOAK_SECS, SOAK_CLIENTS tune it).
 
@@ -690,9 +693,12 @@ fn soak() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let accounts = dir.join("accounts.db");
+    let history = dir.join("history.db");
     let mut server = Server::start_command(Command::new(env!("CARGO_BIN_EXE_chat-server")).args([
         "--accounts",
         accounts.to_str().unwrap(),
+        "--history",
+        history.to_str().unwrap(),
         "--hash-params",
         FAST_HASH,
         "--login-timeout",
@@ -716,6 +722,11 @@ fn soak() {
     // by much, whatever the allocator keeps cached.
     let half = Duration::from_secs(secs / 2);
     let started = Instant::now();
+    let mailer = {
+        let addr = server.addr;
+        let until = Instant::now() + 2 * half;
+        std::thread::spawn(move || mail_offline(addr, until))
+    };
     let (first, attacks1) = soak_threads(server.addr, clients, 8, half, 1);
     // The server releases idle buffers and trims its heap every 5 s.
     std::thread::sleep(SETTLE);
@@ -724,6 +735,7 @@ fn soak() {
     std::thread::sleep(SETTLE);
     let rss_end = rss_kib(pid);
     let soak_time = started.elapsed();
+    let stored = mailer.join().expect("the mailer panicked");
     assert!(
         server.child.try_wait().unwrap().is_none(),
         "the server died during the soak:\n{}",
@@ -756,16 +768,25 @@ fn soak() {
     let restarted = Server::start_command(Command::new(env!("CARGO_BIN_EXE_chat-server")).args([
         "--accounts",
         accounts.to_str().unwrap(),
+        "--history",
+        history.to_str().unwrap(),
         "--hash-params",
         FAST_HASH,
+        // The checks send two lines per account at once: flood control
+        // would pace them at 5 a second.
+        "--flood-rate",
+        "0",
     ]));
+    let stored_count: usize = stored.iter().map(Vec::len).sum();
+    check_mailboxes(&restarted, &stored);
     check_all(&restarted, &registered);
 
     let received = honest.lines_received;
     let honest_secs = 2 * half.as_secs().max(1);
     eprintln!(
         "soak: {clients} clients, {:.0} s, {} actions, {} connections, \
-         {received} lines received, {} accounts registered and verified after restart; \
+         {received} lines received, {} accounts registered and verified after restart, \
+         {stored_count} messages STORED for offline users and all delivered after restart; \
          server RSS {rss_start} KiB at start, {rss_after_first} KiB after the first half, \
          {rss_end} KiB at the end",
         soak_time.as_secs_f64(),
@@ -834,4 +855,72 @@ fn soak() {
         "server RSS kept growing: {rss_after_first} KiB then {rss_end} KiB"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Users who never log in during the soak: the mailer's messages wait for them.
+const MAILBOXES: usize = 50;
+
+/// Registers [`MAILBOXES`] users and, until `until`, sends private messages
+/// to them one at a time; returns, per mailbox, the texts that got `STORED`
+/// (the replies to one connection come in order, among the broadcasts and
+/// notices the mailer also receives).
+fn mail_offline(addr: SocketAddr, until: Instant) -> Vec<Vec<String>> {
+    // The soak's server limits every address (`--exempt none`): 51
+    // registrations from one address would pass `--max-regist-per-ip`, so
+    // each mailbox is registered from its own 127.0.5.x.
+    for i in 0..MAILBOXES {
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 5, 1 + i as u8));
+        let mut m = Client::connect_from(ip, addr);
+        m.send(&format!("regist mailbox{i} pw"));
+        m.expect("Anda berhasil terdaftar");
+    }
+    let mut c = Client::connect_from(IpAddr::V4(Ipv4Addr::new(127, 0, 5, 250)), addr);
+    c.send("regist mailer pw");
+    c.send("login mailer pw");
+    let mut stored = vec![Vec::new(); MAILBOXES];
+    let mut seq = 0u64;
+    // Skip to LOGIN_OK.
+    while c.line() != "Login sukses" {}
+    while Instant::now() < until {
+        let to = (seq % MAILBOXES as u64) as usize;
+        let text = format!("surat{seq}");
+        c.send(&format!("send-to mailbox{to} {text}"));
+        loop {
+            let line = c.line();
+            if line == format!("Pesan untuk mailbox{to} disimpan") {
+                stored[to].push(text);
+                break;
+            }
+            if line == format!("Kotak pesan mailbox{to} penuh")
+                || line == "Gagal menyimpan pesan, coba lagi nanti"
+            {
+                // Full inboxes answer at once: do not spin.
+                std::thread::sleep(Duration::from_millis(5));
+                break;
+            }
+        }
+        seq += 1;
+    }
+    stored
+}
+
+/// Every message that got `STORED` arrives, in order, once, at login.
+fn check_mailboxes(server: &Server, stored: &[Vec<String>]) {
+    for (i, texts) in stored.iter().enumerate() {
+        let mut c = server.connect();
+        c.send(&format!("login mailbox{i} pw"));
+        c.expect("Login sukses");
+        c.send("logout");
+        let mut got = Vec::new();
+        loop {
+            let line = c.line();
+            if line == "Logout sukses" {
+                break;
+            }
+            if let Some((_, rest)) = line.split_once(") Pesan pribadi dari [mailer] ") {
+                got.push(rest.to_owned());
+            }
+        }
+        assert_eq!(&got, texts, "mailbox{i}");
+    }
 }

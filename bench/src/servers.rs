@@ -122,6 +122,8 @@ impl Launch {
                     port.to_string(),
                     "--accounts".into(),
                     ":memory:".into(),
+                    "--history".into(),
+                    ":memory:".into(),
                     "--log-level".into(),
                     "warn".into(),
                     "--max-clients".into(),

@@ -15,6 +15,14 @@
 //! core holds the connection (its last line waits on a password hash): then
 //! the bytes stay in the kernel, and reading resumes when the hash is done.
 //! WRITABLE interest is registered only while output is pending.
+//!
+//! Doors (SPEC section 8): the plain listener always, and the TLS listener
+//! when `--tls-cert`/`--tls-key` are given. Both sit in the one [`Poll`] and
+//! feed the one [`Chat`]; a door only decides a new connection's
+//! [`Transport`] and [`Dialect`]. A TLS connection enters the core when it is
+//! accepted, like any other (so `--max-clients` and the login timeout count
+//! it), and is closed if its handshake has not finished within
+//! [`HANDSHAKE_TIMEOUT`].
 
 pub mod connection;
 pub mod output;
@@ -39,9 +47,14 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use self::connection::{Connection, Phase};
-use crate::core::chat::{Audience, AuthJob, Chat, ChatConfig, ConnId, Event, Flow, Outbox};
+use crate::core::chat::{
+    Audience, AuthJob, Chat, ChatConfig, ConnId, Event, Flow, HistoryConfig, HistoryDone,
+    HistoryJob, Outbox,
+};
 use crate::store::accounts::{AccountFile, AuthWorker, HashParams};
+use crate::store::history::{Commit, HistoryFile, HistoryPlace, HistoryWriter, unix_now};
 use crate::transport::Transport;
+use crate::transport::tls::{self, HANDSHAKE_TIMEOUT, TlsTransport};
 use crate::wire::dialect::{Dialect, Fed, Input};
 use crate::wire::framing::READ_CHUNK;
 use crate::wire::protocol::{Lang, Reply};
@@ -49,6 +62,7 @@ use crate::wire::protocol::{Lang, Reply};
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+const TLS_LISTENER: Token = Token(usize::MAX - 4);
 
 /// A reader this far behind is disconnected (SPEC section 5).
 pub const MAX_OUTPUT: usize = 1024 * 1024;
@@ -101,6 +115,61 @@ pub struct ServerConfig {
     pub chat: ChatConfig,
     pub hash_params: HashParams,
     pub auth_threads: usize,
+    /// Messages that wait (SPEC section 9).
+    pub history: HistorySettings,
+    /// The TLS door, when its flags are given.
+    pub tls: Option<TlsDoorConfig>,
+}
+
+/// `--history`, `--replay`, `--history-days` (SPEC section 9).
+#[derive(Debug, Clone)]
+pub struct HistorySettings {
+    pub place: HistoryPlace,
+    /// Broadcasts replayed after each login.
+    pub replay: usize,
+    /// Records older than this many days are dropped (at least 1).
+    pub days: u32,
+    /// Group commit, or (to measure it) one fsync per message.
+    pub commit: Commit,
+}
+
+impl Default for HistorySettings {
+    /// Off: a server built without these flags behaves as before section 9.
+    fn default() -> Self {
+        Self {
+            place: HistoryPlace::Off,
+            replay: 0,
+            days: 30,
+            commit: Commit::Group,
+        }
+    }
+}
+
+/// Where the TLS door listens and what it presents (SPEC section 8.1).
+#[derive(Debug, Clone)]
+pub struct TlsDoorConfig {
+    pub addr: SocketAddr,
+    /// PEM certificate chain, re-read on SIGHUP.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1), re-read on SIGHUP.
+    pub key: PathBuf,
+}
+
+/// Which listener a connection came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Door {
+    Plain,
+    Tls,
+}
+
+/// The TLS door while it is open.
+struct TlsDoor {
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    /// Given to each new connection; replaced by a SIGHUP reload. Open
+    /// connections keep the one they started with.
+    config: Arc<rustls::ServerConfig>,
+    files: TlsDoorConfig,
 }
 
 /// Lists of connections the turn must come back to, and the output totals.
@@ -128,6 +197,11 @@ struct Io {
     /// then calls [`Chat::disconnect`] for each (the call protocol).
     close_requests: Vec<ConnId>,
     worker: AuthWorker,
+    /// The history writer; `None` with `--history none`.
+    history: Option<HistoryWriter>,
+    /// Store jobs the writer could not take, answered as failed at the end
+    /// of the turn.
+    history_failed: Vec<HistoryDone>,
     /// Scratch for rendering one event sent to one connection.
     rendered: Vec<u8>,
     /// Open connections of each dialect kind: broadcasts are rendered for
@@ -168,10 +242,16 @@ const MAX_BATCH: usize = 64 * 1024;
 /// The hot path of every delivery: kept small so it inlines into the loops.
 #[inline(always)]
 fn queue(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) {
-    if conn.out.pending() + message.len() > MAX_OUTPUT {
+    if conn.pending() + message.len() > MAX_OUTPUT {
         queue_behind(key, conn, message, queues);
         return;
     }
+    append(key, conn, message, queues);
+}
+
+/// Encodes `message` into `conn`'s output and puts it on the flush list.
+#[inline(always)]
+fn append(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) {
     // A transport's `encode` adds exactly `message.len()` to what is
     // pending (see `Transport::encode`).
     conn.transport.encode(message, &mut conn.out);
@@ -190,10 +270,12 @@ fn queue_behind(key: usize, conn: &mut Connection, message: &[u8], queues: &mut 
     // Only a reader that cannot take what is already pending is behind; one
     // that reads has had no chance yet this turn. A write error shows again,
     // and is handled, when the turn flushes.
-    if let Ok(n) = conn.transport.write(&mut conn.socket, &mut conn.out) {
-        queues.total_output -= n;
-    }
-    if conn.out.pending() + message.len() > MAX_OUTPUT {
+    // Sealing can grow what is pending (TLS record headers and tags), so
+    // account by the difference, not by the bytes written.
+    let before = conn.pending();
+    let _ = conn.transport.write(&mut conn.socket, &mut conn.out);
+    queues.total_output = queues.total_output - before + conn.pending();
+    if conn.pending() + message.len() > MAX_OUTPUT {
         warn!(
             "{}: more than {MAX_OUTPUT} bytes of output pending, disconnecting a reader that is too slow",
             conn.peer
@@ -201,19 +283,14 @@ fn queue_behind(key: usize, conn: &mut Connection, message: &[u8], queues: &mut 
         doom(key, conn, queues);
         return;
     }
-    conn.transport.encode(message, &mut conn.out);
-    queues.total_output += message.len();
-    if !conn.queued_flush {
-        conn.queued_flush = true;
-        queues.flush.push(key);
-    }
+    append(key, conn, message, queues);
 }
 
 /// Marks a connection to be dropped at the end of the turn; its output no
 /// longer counts.
 fn doom(key: usize, conn: &mut Connection, queues: &mut Queues) {
     if conn.phase != Phase::Doomed {
-        queues.total_output -= conn.out.pending();
+        queues.total_output -= conn.pending();
         conn.phase = Phase::Doomed;
         queues.doomed.push(key);
     }
@@ -257,9 +334,27 @@ impl Io {
             };
             if conn.sent_in_batch {
                 conn.sent_in_batch = false;
-                let own = without_own_lines(bytes, kind, id, &self.batch.senders);
-                if !own.is_empty() {
-                    queue(id.key(), conn, &own, &mut self.queues);
+                let own_run = own_run(kind, id, &self.batch.senders);
+                if let Some(run) = own_run
+                    && conn.out.is_empty()
+                    && matches!(conn.transport, Transport::Plain)
+                    && bytes.len() - run.len() <= MAX_OUTPUT
+                {
+                    // What others said before its lines is shared; only
+                    // what came after is copied.
+                    conn.out.share_part(bytes, 0..run.start);
+                    self.queues.total_output += run.start;
+                    if run.end < bytes.len() {
+                        append(id.key(), conn, &bytes[run.end..], &mut self.queues);
+                    } else if run.start > 0 && !conn.queued_flush {
+                        conn.queued_flush = true;
+                        self.queues.flush.push(id.key());
+                    }
+                } else {
+                    let own = without_own_lines(bytes, kind, id, &self.batch.senders);
+                    if !own.is_empty() {
+                        queue(id.key(), conn, &own, &mut self.queues);
+                    }
                 }
             } else if conn.out.is_empty() && matches!(conn.transport, Transport::Plain) {
                 conn.out.share(bytes);
@@ -288,6 +383,27 @@ impl Io {
             rendered.clear();
         }
     }
+}
+
+/// Where a sender's messages lie in a batch, if they form one unbroken run
+/// (the usual case: one read's lines are fed in one go).
+fn own_run(
+    kind: usize,
+    sender: ConnId,
+    senders: &[(ConnId, [Range<usize>; Dialect::KINDS])],
+) -> Option<Range<usize>> {
+    let mut run: Option<Range<usize>> = None;
+    for (id, ranges) in senders {
+        if *id == sender {
+            let range = ranges[kind].clone();
+            run = match run {
+                None => Some(range),
+                Some(r) if r.end == range.start => Some(r.start..range.end),
+                Some(_) => return None,
+            };
+        }
+    }
+    run
 }
 
 /// A sender's copy of a batch: everything but the messages it sent.
@@ -321,7 +437,7 @@ fn shed(conns: &mut Slab<Connection>, queues: &mut Queues) {
         let Some((key, _)) = conns
             .iter()
             .filter(|(_, c)| c.phase != Phase::Doomed)
-            .max_by_key(|(_, c)| c.out.pending())
+            .max_by_key(|(_, c)| c.pending())
         else {
             return;
         };
@@ -330,7 +446,7 @@ fn shed(conns: &mut Slab<Connection>, queues: &mut Queues) {
             "{}: all output buffers together over {} bytes, disconnecting the reader furthest behind ({} bytes pending)",
             conn.peer,
             queues.max_total_output,
-            conn.out.pending()
+            conn.pending()
         );
         doom(key, conn, queues);
     }
@@ -364,6 +480,19 @@ impl Outbox for Io {
         self.worker.submit(job);
     }
 
+    /// No output is involved, so gathered broadcasts stay gathered: a
+    /// broadcast kept for `--replay` costs no extra copy per reader.
+    fn store(&mut self, job: HistoryJob) {
+        match &self.history {
+            Some(writer) => {
+                if let Some(failed) = writer.submit(job) {
+                    self.history_failed.push(failed);
+                }
+            }
+            None => error!("a history job without a history writer"),
+        }
+    }
+
     fn broadcast(&mut self, to: Audience<'_>, except: ConnId, event: Event<'_>) {
         if self.batch.version != Some(to.version) {
             self.deliver_batch();
@@ -395,6 +524,11 @@ pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
+    /// The TLS door, if its flags were given.
+    tls: Option<TlsDoor>,
+    /// TLS connections whose handshake must be over by the given moment, in
+    /// order (the timeout is the same for all).
+    handshakes: VecDeque<(Instant, ConnId)>,
     signals: Signals,
     chat: Chat,
     io: Io,
@@ -451,32 +585,71 @@ impl Server {
                 error!("cannot wake the event loop: {e}");
             }
         });
+        let settings = &config.history;
+        let (history_file, loaded) = match &settings.place {
+            HistoryPlace::Off => {
+                info!("history: off (--history none)");
+                (None, None)
+            }
+            HistoryPlace::Memory => {
+                info!("history: in memory only (--history :memory:)");
+                (None, Some(Default::default()))
+            }
+            HistoryPlace::File(path) => {
+                let (file, loaded) =
+                    HistoryFile::open(path, settings.replay, settings.days, unix_now())
+                        .map_err(|e| e.to_string())?;
+                (Some(file), Some(loaded))
+            }
+        };
+        let history = match &loaded {
+            Some(_) => Some(HistoryWriter::spawn(
+                history_file,
+                settings.commit,
+                wake.clone(),
+            )?),
+            None => None,
+        };
         let worker = AuthWorker::spawn(config.auth_threads, store, config.hash_params, wake)?;
-        let mut listener = TcpListener::bind(config.addr)
+        let (listener, local_addr) = listen(&poll, config.addr, LISTENER)
             .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
-        // Listening again on a listening socket only updates its backlog.
-        // SAFETY: listen(2) on a descriptor we own; no memory is involved.
-        if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
-            warn!(
-                "cannot raise the listen backlog: {}",
-                io::Error::last_os_error()
-            );
-        }
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| format!("cannot read the listening address: {e}"))?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(|e| format!("cannot register the listener: {e}"))?;
+        let tls = match &config.tls {
+            Some(files) => {
+                let tls_config = tls::load_config(&files.cert, &files.key)
+                    .map_err(|e| format!("TLS door: {e}"))?;
+                let (listener, local_addr) = listen(&poll, files.addr, TLS_LISTENER)
+                    .map_err(|e| format!("TLS door: cannot listen on {}: {e}", files.addr))?;
+                Some(TlsDoor {
+                    listener: Some(listener),
+                    local_addr,
+                    config: tls_config,
+                    files: files.clone(),
+                })
+            }
+            None => None,
+        };
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| format!("cannot register signals: {e}"))?;
+        let mut chat = Chat::new(config.chat.clone(), accounts);
+        if let Some(loaded) = loaded {
+            chat.enable_history(
+                HistoryConfig {
+                    replay: config.history.replay,
+                    days: config.history.days,
+                    ..HistoryConfig::default()
+                },
+                loaded,
+            );
+        }
         Ok(Self {
             poll,
             listener: Some(listener),
             local_addr,
+            tls,
+            handshakes: VecDeque::new(),
             signals,
-            chat: Chat::new(config.chat.clone(), accounts),
+            chat,
             io: Io {
                 conns: Slab::new(),
                 queues: Queues {
@@ -486,6 +659,8 @@ impl Server {
                 lang: config.lang,
                 close_requests: Vec::new(),
                 worker,
+                history,
+                history_failed: Vec::new(),
                 rendered: Vec::new(),
                 open_by_kind: [0; Dialect::KINDS],
                 batch: Batch::default(),
@@ -508,12 +683,21 @@ impl Server {
         self.local_addr
     }
 
+    /// The TLS door's address, when it is open.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|door| door.local_addr)
+    }
+
     /// Runs until SIGINT or SIGTERM, then flushes for a bounded moment.
     pub fn run(mut self) -> Result<(), String> {
         info!(
             "listening on {} (max {} clients, language {:?})",
             self.local_addr, self.config.max_clients, self.config.lang
         );
+        // After the plain door's line, which scripts take as "ready".
+        if let Some(addr) = self.tls_addr() {
+            info!("TLS listening on {addr}");
+        }
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = if self.io.queues.unread.is_empty() {
@@ -528,9 +712,11 @@ impl Server {
                 return Err(format!("poll failed: {e}"));
             }
             let now = Instant::now();
+            self.chat.set_clock(unix_now());
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(now),
+                    LISTENER => self.accept(Door::Plain, now),
+                    TLS_LISTENER => self.accept(Door::Tls, now),
                     WAKER => self.finish_auth(now),
                     SIGNALS => {
                         if self.on_signals() {
@@ -549,6 +735,9 @@ impl Server {
                 }
             }
             self.read_unread(now);
+            if !self.io.history_failed.is_empty() {
+                self.finish_auth(now);
+            }
             self.on_timers(now);
             self.end_turn();
         }
@@ -559,7 +748,7 @@ impl Server {
         let mut stop = false;
         for signal in self.signals.pending() {
             match signal {
-                SIGHUP => info!("SIGHUP received: nothing to reload, carrying on"),
+                SIGHUP => self.reload(),
                 _ => {
                     info!("signal {signal} received, shutting down");
                     stop = true;
@@ -569,10 +758,32 @@ impl Server {
         stop
     }
 
+    /// SIGHUP: re-reads the TLS certificate and key. New connections get the
+    /// new pair, open ones keep theirs; a pair that does not load leaves the
+    /// old one in service.
+    fn reload(&mut self) {
+        let Some(door) = &mut self.tls else {
+            info!("SIGHUP received: nothing to reload (no TLS door), carrying on");
+            return;
+        };
+        match tls::load_config(&door.files.cert, &door.files.key) {
+            Ok(config) => {
+                door.config = config;
+                info!(
+                    "SIGHUP received: TLS certificate {} and key {} reloaded",
+                    door.files.cert.display(),
+                    door.files.key.display()
+                );
+            }
+            Err(e) => error!("SIGHUP received: TLS reload failed, keeping the old pair: {e}"),
+        }
+    }
+
     fn next_timeout(&self, now: Instant) -> Option<Duration> {
         [
             self.chat.next_deadline(),
             self.lingering.front().map(|&(at, _)| at),
+            self.handshakes.front().map(|&(at, _)| at),
             self.paused.peek().map(|&Reverse((at, _))| at),
             self.accept_paused_until,
             Some(self.next_sweep),
@@ -583,8 +794,16 @@ impl Server {
         .map(|at| at.saturating_duration_since(now))
     }
 
-    /// Accepts until the backlog is empty.
-    fn accept(&mut self, now: Instant) {
+    /// The listener of a door, while it is open.
+    fn listener(&self, door: Door) -> Option<&TcpListener> {
+        match door {
+            Door::Plain => self.listener.as_ref(),
+            Door::Tls => self.tls.as_ref().and_then(|d| d.listener.as_ref()),
+        }
+    }
+
+    /// Accepts from a door until its backlog is empty.
+    fn accept(&mut self, door: Door, now: Instant) {
         if self.accept_paused_until.is_some() {
             return;
         }
@@ -593,7 +812,7 @@ impl Server {
         // retrying at once would spin.
         let mut errors_in_a_row = 0;
         loop {
-            let Some(listener) = &self.listener else {
+            let Some(listener) = self.listener(door) else {
                 return;
             };
             let (socket, peer) = match listener.accept() {
@@ -604,7 +823,7 @@ impl Server {
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if out_of_descriptors(&e) => {
-                    if !self.refuse_with_reserve(&e) {
+                    if !self.refuse_with_reserve(door, &e) {
                         self.accept_paused_until = Some(now + ACCEPT_RETRY);
                         return;
                     }
@@ -638,11 +857,26 @@ impl Server {
                         self.io.conns.len()
                     );
                 }
-                refuse(socket, self.config.lang);
+                refuse(socket, door, self.config.lang);
                 continue;
             }
             self.refusing = false;
-            self.open(socket, peer, Transport::Plain, Dialect::Line, now);
+            let transport = match door {
+                Door::Plain => Transport::Plain,
+                Door::Tls => {
+                    let Some(config) = self.tls.as_ref().map(|d| Arc::clone(&d.config)) else {
+                        return;
+                    };
+                    match TlsTransport::new(config) {
+                        Ok(tls) => Transport::Tls(Box::new(tls)),
+                        Err(e) => {
+                            warn!("{peer}: cannot start TLS: {e}");
+                            continue;
+                        }
+                    }
+                }
+            };
+            self.open(socket, peer, transport, Dialect::Line, now);
         }
     }
 
@@ -650,7 +884,7 @@ impl Server {
     /// connection and tell it `SERVER_FULL`. Returns false when that is not
     /// possible (no reserve, or the system itself is out), so the caller
     /// pauses accepting instead of spinning.
-    fn refuse_with_reserve(&mut self, error: &io::Error) -> bool {
+    fn refuse_with_reserve(&mut self, door: Door, error: &io::Error) -> bool {
         if !self.out_of_descriptors {
             self.out_of_descriptors = true;
             warn!(
@@ -662,12 +896,12 @@ impl Server {
             return false;
         };
         drop(reserve);
-        let accepted = self.listener.as_ref().map(|l| l.accept());
+        let accepted = self.listener(door).map(|l| l.accept());
         let answered = matches!(accepted, Some(Ok(_)));
         self.reserve_fd = match accepted {
             Some(Ok((socket, peer))) => {
                 debug!("{peer}: refused, out of descriptors");
-                refuse(socket, self.config.lang);
+                refuse(socket, door, self.config.lang);
                 open_reserve()
             }
             _ => open_reserve(),
@@ -703,6 +937,9 @@ impl Server {
         }
         self.next_generation = self.next_generation.wrapping_add(1);
         let id = ConnId::new(key, self.next_generation);
+        if transport.is_handshaking() {
+            self.handshakes.push_back((now + HANDSHAKE_TIMEOUT, id));
+        }
         self.io.open_by_kind[dialect.kind()] += 1;
         let bucket = self.config.chat.limits.bucket(now);
         entry.insert(Connection::new(
@@ -743,10 +980,20 @@ impl Server {
                 self.begin_close(key);
                 return;
             }
-            match conn
+            let before = conn.pending();
+            let result = conn
                 .transport
-                .read(&mut conn.socket, &mut conn.lines, &mut conn.out)
-            {
+                .read(&mut conn.socket, &mut conn.lines, &mut conn.out);
+            if conn.pending() != before {
+                // The transport answered by itself (a TLS handshake): that
+                // output counts and is flushed like any other.
+                self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
+                if !conn.queued_flush {
+                    conn.queued_flush = true;
+                    self.io.queues.flush.push(key);
+                }
+            }
+            match result {
                 Ok(0) => conn.peer_eof = true,
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
@@ -760,6 +1007,13 @@ impl Server {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::InvalidData => {
+                    // A failed TLS handshake: its alert is queued; send it,
+                    // then close this connection only.
+                    debug!("{}: TLS failed: {e}", conn.peer);
+                    self.begin_close(key);
+                    return;
+                }
                 Err(e) => {
                     debug!("{}: read failed: {e}", conn.peer);
                     self.drop_conn(key);
@@ -855,7 +1109,9 @@ impl Server {
         let Some(conn) = self.io.conns.get_mut(key) else {
             return;
         };
+        let before = conn.pending();
         conn.transport.start_close(&mut conn.out);
+        self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
         if !conn.queued_flush {
             conn.queued_flush = true;
             self.io.queues.flush.push(key);
@@ -902,13 +1158,15 @@ impl Server {
         if conn.phase == Phase::Doomed {
             return;
         }
-        match conn.transport.write(&mut conn.socket, &mut conn.out) {
-            Ok(n) => self.io.queues.total_output -= n,
-            Err(e) => {
-                debug!("{}: write failed: {e}", conn.peer);
-                self.drop_conn(key);
-                return;
-            }
+        let before = conn.pending();
+        let written = conn.transport.write(&mut conn.socket, &mut conn.out);
+        // Sealing can grow what is pending (record headers and tags), so
+        // account by the difference, not by the bytes written.
+        self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
+        if let Err(e) = written {
+            debug!("{}: write failed: {e}", conn.peer);
+            self.drop_conn(key);
+            return;
         }
         if conn.out.pending() > 0 {
             if !conn.writable_interest {
@@ -939,7 +1197,7 @@ impl Server {
             return;
         };
         if conn.phase != Phase::Doomed {
-            self.io.queues.total_output -= conn.out.pending();
+            self.io.queues.total_output -= conn.pending();
         }
         // Nothing the core says from now on reaches it.
         conn.phase = Phase::Doomed;
@@ -961,10 +1219,23 @@ impl Server {
         }
     }
 
-    /// Delivers finished hash jobs and resumes the connections they held up.
+    /// Delivers finished hash and history jobs and resumes the connections
+    /// they held up.
     fn finish_auth(&mut self, now: Instant) {
-        while let Some(done) = self.io.worker.try_result() {
-            let resumed = self.chat.auth_done(done, now, &mut self.io);
+        loop {
+            let resumed = if let Some(done) = self.io.worker.try_result() {
+                self.chat.auth_done(done, now, &mut self.io)
+            } else if let Some(done) = self
+                .io
+                .history
+                .as_ref()
+                .and_then(|h| h.try_result())
+                .or_else(|| self.io.history_failed.pop())
+            {
+                self.chat.history_done(done, &mut self.io)
+            } else {
+                return;
+            };
             self.settle();
             if let Some(id) = resumed
                 && let Some(conn) = self.io.conns.get_mut(id.key())
@@ -980,6 +1251,23 @@ impl Server {
     fn on_timers(&mut self, now: Instant) {
         self.chat.tick(now, &mut self.io);
         self.settle();
+        while let Some(&(at, id)) = self.handshakes.front() {
+            if at > now {
+                break;
+            }
+            self.handshakes.pop_front();
+            if let Some(conn) = self.io.conns.get(id.key())
+                && conn.id == id
+                && conn.transport.is_handshaking()
+                && !matches!(conn.phase, Phase::Closing | Phase::Doomed)
+            {
+                debug!(
+                    "{}: TLS handshake not finished within {HANDSHAKE_TIMEOUT:?}, closing",
+                    conn.peer
+                );
+                self.drop_conn(id.key());
+            }
+        }
         while let Some(&Reverse((at, id))) = self.paused.peek() {
             if at > now {
                 break;
@@ -1005,7 +1293,8 @@ impl Server {
         if self.next_sweep <= now {
             self.next_sweep = now + SWEEP_EVERY;
             for (_, conn) in self.io.conns.iter_mut() {
-                self.freed_since_trim += conn.out.sweep() + conn.lines.sweep();
+                self.freed_since_trim +=
+                    conn.out.sweep() + conn.lines.sweep() + conn.transport.sweep();
             }
             if self.freed_since_trim >= TRIM_AFTER {
                 self.freed_since_trim = 0;
@@ -1014,7 +1303,8 @@ impl Server {
         }
         if self.accept_paused_until.is_some_and(|at| at <= now) {
             self.accept_paused_until = None;
-            self.accept(now);
+            self.accept(Door::Plain, now);
+            self.accept(Door::Tls, now);
         }
     }
 
@@ -1052,6 +1342,23 @@ impl Server {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        if let Some(mut listener) = self.tls.as_mut().and_then(|d| d.listener.take()) {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        // TLS connections say goodbye with close_notify, after what they
+        // were still to be told.
+        self.io.deliver_batch();
+        for (key, conn) in self.io.conns.iter_mut() {
+            if matches!(conn.transport, Transport::Tls(_)) && conn.phase != Phase::Doomed {
+                let before = conn.pending();
+                conn.transport.start_close(&mut conn.out);
+                self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
+                if !conn.queued_flush {
+                    conn.queued_flush = true;
+                    self.io.queues.flush.push(key);
+                }
+            }
+        }
         self.end_turn();
         let deadline = Instant::now() + SHUTDOWN_FLUSH;
         loop {
@@ -1072,16 +1379,41 @@ impl Server {
                 self.flush(key);
             }
         }
+        if let Some(history) = self.io.history.take() {
+            history.finish();
+        }
         info!("stopped");
     }
 }
 
-/// Tells a connection the server cannot take it, and lets it go.
-fn refuse(mut socket: TcpStream, lang: Lang) {
+/// Tells a connection the server cannot take it, and lets it go. Through
+/// the TLS door there is no handshake to say it in: the connection is just
+/// closed.
+fn refuse(mut socket: TcpStream, door: Door, lang: Lang) {
+    if door == Door::Tls {
+        return;
+    }
     let mut line = Reply::ServerFull.text(lang).as_bytes().to_vec();
     line.push(b'\n');
     let _ = socket.write(&line);
     let _ = socket.shutdown(Shutdown::Write);
+}
+
+/// Binds a listener with a deep backlog and registers it under `token`.
+fn listen(poll: &Poll, addr: SocketAddr, token: Token) -> io::Result<(TcpListener, SocketAddr)> {
+    let mut listener = TcpListener::bind(addr)?;
+    // Listening again on a listening socket only updates its backlog.
+    // SAFETY: listen(2) on a descriptor we own; no memory is involved.
+    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+        warn!(
+            "cannot raise the listen backlog: {}",
+            io::Error::last_os_error()
+        );
+    }
+    let local_addr = listener.local_addr()?;
+    poll.registry()
+        .register(&mut listener, token, Interest::READABLE)?;
+    Ok((listener, local_addr))
 }
 
 /// The reserve descriptor (see [`Server::reserve_fd`]).
