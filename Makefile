@@ -73,12 +73,13 @@ soak:
 bench-history:
 	$(CARGO) test --release -p chat --test history_bench -- --ignored --nocapture
 
-## bench: ours vs ngircd vs the floor, interleaved, 3 repetitions (~7 min);
+## bench: ours vs ngircd vs the floor, interleaved, 3 repetitions (~25 min, 11 of them
+## the TLS scenarios: ARGS='--scenarios fanout,connections,storm,flood' skips them);
 ## medians, ratios, JSON lines, table and chart in bench/results/
 bench: build
 	bash bench/run.sh $(ARGS)
 
-## bench-quick: the same, one short repetition (under 2 minutes)
+## bench-quick: the same, one short repetition (about 5 minutes with TLS)
 bench-quick: build
 	bash bench/run.sh --quick $(ARGS)
 
