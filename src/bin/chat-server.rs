@@ -10,7 +10,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use chat::core::chat::ChatConfig;
 use chat::core::limits::{Exempt, LimitsConfig};
-use chat::server::{Server, ServerConfig, raise_fd_limit};
+use chat::server::{IrcDoorConfig, Server, ServerConfig, raise_fd_limit};
 use chat::store::accounts::HashParams;
 use chat::wire::protocol::Lang;
 
@@ -77,6 +77,14 @@ struct Args {
     /// Threads that hash passwords (default: one less than the cores, at least 1).
     #[arg(long)]
     auth_threads: Option<usize>,
+    /// Opens the IRC door on this port, same host (6667 is the usual; 0
+    /// picks a free one). Off by default.
+    #[arg(long)]
+    irc_port: Option<u16>,
+    /// Seconds an IRC client may stay silent before it is sent PING; one
+    /// silent as long again is dropped (checked every 5 s).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    irc_ping: u64,
 }
 
 /// `--lang id|en`. Parsed here rather than by a clap derive on [`Lang`], so
@@ -141,6 +149,10 @@ fn run(args: Args) -> Result<(), String> {
         },
         hash_params: args.hash_params,
         auth_threads: args.auth_threads.unwrap_or(cores.saturating_sub(1)).max(1),
+        irc: args.irc_port.map(|port| IrcDoorConfig {
+            addr: SocketAddr::new(addr.ip(), port),
+            ping: Duration::from_secs(args.irc_ping),
+        }),
     };
     Server::bind(config)?.run()
 }

@@ -403,6 +403,41 @@ impl Chat {
         self.session(id).map_or(Flow::Closed, Session::flow)
     }
 
+    /// Runs a command that a dialect other than the line protocol parsed
+    /// (IRC's `PRIVMSG`, `NAMES`, SASL, ...), with the rules of a line:
+    /// same call protocol, same replies, no prompt dialogue. Message text in
+    /// `command` must already be cleaned ([`clean_line`]) and trimmed, as
+    /// [`line`](Self::line) does for its own.
+    pub fn run(
+        &mut self,
+        id: ConnId,
+        command: Command<'_>,
+        now: Instant,
+        out: &mut impl Outbox,
+    ) -> Flow {
+        match self.session(id).map(Session::flow) {
+            Some(Flow::Ready) => {}
+            Some(flow) => {
+                debug_assert!(false, "command run on a connection that is not ready");
+                return flow;
+            }
+            None => return Flow::Closed,
+        }
+        self.command(id, command, now, out);
+        self.flow(id)
+    }
+
+    /// The name `id` is logged in as, if any.
+    pub fn user_of(&self, id: ConnId) -> Option<&str> {
+        self.session(id).and_then(|s| s.user.as_deref())
+    }
+
+    /// Everyone online, in byte order (for a door that shows who is there
+    /// without a `list-user` reply, such as IRC's `WHO`).
+    pub fn users(&self) -> Users<'_> {
+        Users(&self.online)
+    }
+
     fn command(&mut self, id: ConnId, command: Command<'_>, now: Instant, out: &mut impl Outbox) {
         let login_timeout = self.config.login_timeout;
         let kind = match command {
@@ -635,10 +670,16 @@ impl Chat {
                     session.user = Some(name.clone());
                     session.login_deadline = None;
                     info!("{peer}: {name} logged in");
-                    self.online.insert(name, id);
+                    self.online.insert(name.clone(), id);
                     self.online_conns.push(id);
                     self.online_version += 1;
-                    out.send(id, Event::Reply(Reply::LoginOk));
+                    let users = Users(&self.online);
+                    out.send(id, Event::LoggedIn { user: &name, users });
+                    let to = Audience {
+                        conns: &self.online_conns,
+                        version: self.online_version,
+                    };
+                    out.broadcast(to, id, Event::Online(&name));
                 }
             }
         }

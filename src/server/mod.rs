@@ -15,6 +15,11 @@
 //! core holds the connection (its last line waits on a password hash): then
 //! the bytes stay in the kernel, and reading resumes when the hash is done.
 //! WRITABLE interest is registered only while output is pending.
+//!
+//! Doors (SPEC section 8): the plain listener always, and the IRC listener
+//! with `--irc-port`. Both sit in the one [`Poll`] and feed the one
+//! [`Chat`]; a door only decides a new connection's [`Transport`] and
+//! [`Dialect`], so every limit holds for both alike.
 
 pub mod connection;
 pub mod output;
@@ -42,11 +47,13 @@ use crate::store::accounts::{AccountFile, AuthWorker, HashParams};
 use crate::transport::Transport;
 use crate::wire::dialect::{Dialect, Fed, Input};
 use crate::wire::framing::READ_CHUNK;
+use crate::wire::irc::Keepalive;
 use crate::wire::protocol::{Lang, Reply};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+const IRC_LISTENER: Token = Token(usize::MAX - 5);
 
 /// A reader this far behind is disconnected (SPEC section 5).
 pub const MAX_OUTPUT: usize = 1024 * 1024;
@@ -99,6 +106,24 @@ pub struct ServerConfig {
     pub chat: ChatConfig,
     pub hash_params: HashParams,
     pub auth_threads: usize,
+    /// The IRC door (SPEC 8.3), when `--irc-port` is given.
+    pub irc: Option<IrcDoorConfig>,
+}
+
+/// Where the IRC door listens, and how it keeps silent clients in check.
+#[derive(Debug, Clone)]
+pub struct IrcDoorConfig {
+    pub addr: SocketAddr,
+    /// A client silent this long is sent `PING`; one silent for as long
+    /// again is dropped. Checked every [`SWEEP_EVERY`].
+    pub ping: Duration,
+}
+
+/// Which listener a connection came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Door {
+    Plain,
+    Irc,
 }
 
 /// Lists of connections the turn must come back to, and the output totals.
@@ -222,12 +247,12 @@ impl Io {
             if conn.id != id || conn.phase == Phase::Doomed {
                 continue;
             }
-            queue(
-                id.key(),
-                conn,
-                &self.batch.rendered[conn.dialect.kind()],
-                &mut self.queues,
-            );
+            let rendered = &self.batch.rendered[conn.dialect.kind()];
+            if rendered.is_empty() {
+                // This dialect says nothing for what is gathered.
+                continue;
+            }
+            queue(id.key(), conn, rendered, &mut self.queues);
             if self.queues.total_output > self.queues.max_total_output {
                 shed(&mut self.conns, &mut self.queues);
             }
@@ -293,6 +318,13 @@ impl Outbox for Io {
     }
 
     fn broadcast(&mut self, to: Audience<'_>, except: ConnId, event: Event<'_>) {
+        if !(0..Dialect::KINDS)
+            .any(|kind| self.open_by_kind[kind] > 0 && Dialect::says_broadcast(kind, &event))
+        {
+            // Nobody present says anything for it (a login, with no IRC
+            // reader): not even a pass over the audience.
+            return;
+        }
         let key = (to.version, except);
         if self.batch.key != Some(key) {
             self.deliver_batch();
@@ -315,6 +347,9 @@ pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
+    /// The IRC door's listener and address, with `--irc-port`.
+    irc_listener: Option<TcpListener>,
+    irc_addr: Option<SocketAddr>,
     signals: Signals,
     chat: Chat,
     io: Io,
@@ -388,6 +423,14 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| format!("cannot register the listener: {e}"))?;
+        let (irc_listener, irc_addr) = match &config.irc {
+            Some(door) => {
+                let (listener, addr) = listen(&poll, door.addr, IRC_LISTENER)
+                    .map_err(|e| format!("IRC door: cannot listen on {}: {e}", door.addr))?;
+                (Some(listener), Some(addr))
+            }
+            None => (None, None),
+        };
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| format!("cannot register signals: {e}"))?;
@@ -395,6 +438,8 @@ impl Server {
             poll,
             listener: Some(listener),
             local_addr,
+            irc_listener,
+            irc_addr,
             signals,
             chat: Chat::new(config.chat.clone(), accounts),
             io: Io {
@@ -428,12 +473,21 @@ impl Server {
         self.local_addr
     }
 
+    /// The IRC door's address, when it is open.
+    pub fn irc_addr(&self) -> Option<SocketAddr> {
+        self.irc_addr
+    }
+
     /// Runs until SIGINT or SIGTERM, then flushes for a bounded moment.
     pub fn run(mut self) -> Result<(), String> {
         info!(
             "listening on {} (max {} clients, language {:?})",
             self.local_addr, self.config.max_clients, self.config.lang
         );
+        // After the plain door's line, which scripts take as "ready".
+        if let Some(addr) = self.irc_addr {
+            info!("IRC listening on {addr}");
+        }
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = if self.io.queues.unread.is_empty() {
@@ -450,7 +504,8 @@ impl Server {
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(now),
+                    LISTENER => self.accept(Door::Plain, now),
+                    IRC_LISTENER => self.accept(Door::Irc, now),
                     WAKER => self.finish_auth(now),
                     SIGNALS => {
                         if self.on_signals() {
@@ -503,8 +558,16 @@ impl Server {
         .map(|at| at.saturating_duration_since(now))
     }
 
-    /// Accepts until the backlog is empty.
-    fn accept(&mut self, now: Instant) {
+    /// The listener of a door, while it is open.
+    fn listener(&self, door: Door) -> Option<&TcpListener> {
+        match door {
+            Door::Plain => self.listener.as_ref(),
+            Door::Irc => self.irc_listener.as_ref(),
+        }
+    }
+
+    /// Accepts from a door until its backlog is empty.
+    fn accept(&mut self, door: Door, now: Instant) {
         if self.accept_paused_until.is_some() {
             return;
         }
@@ -513,7 +576,7 @@ impl Server {
         // retrying at once would spin.
         let mut errors_in_a_row = 0;
         loop {
-            let Some(listener) = &self.listener else {
+            let Some(listener) = self.listener(door) else {
                 return;
             };
             let (socket, peer) = match listener.accept() {
@@ -524,7 +587,7 @@ impl Server {
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if out_of_descriptors(&e) => {
-                    if !self.refuse_with_reserve(&e) {
+                    if !self.refuse_with_reserve(door, &e) {
                         self.accept_paused_until = Some(now + ACCEPT_RETRY);
                         return;
                     }
@@ -558,11 +621,15 @@ impl Server {
                         self.io.conns.len()
                     );
                 }
-                refuse(socket, self.config.lang);
+                refuse(socket, door, self.config.lang);
                 continue;
             }
             self.refusing = false;
-            self.open(socket, peer, Transport::Plain, Dialect::Line, now);
+            let dialect = match door {
+                Door::Plain => Dialect::Line,
+                Door::Irc => Dialect::irc(now),
+            };
+            self.open(socket, peer, Transport::Plain, dialect, now);
         }
     }
 
@@ -570,7 +637,7 @@ impl Server {
     /// connection and tell it `SERVER_FULL`. Returns false when that is not
     /// possible (no reserve, or the system itself is out), so the caller
     /// pauses accepting instead of spinning.
-    fn refuse_with_reserve(&mut self, error: &io::Error) -> bool {
+    fn refuse_with_reserve(&mut self, door: Door, error: &io::Error) -> bool {
         if !self.out_of_descriptors {
             self.out_of_descriptors = true;
             warn!(
@@ -582,12 +649,12 @@ impl Server {
             return false;
         };
         drop(reserve);
-        let accepted = self.listener.as_ref().map(|l| l.accept());
+        let accepted = self.listener(door).map(|l| l.accept());
         let answered = matches!(accepted, Some(Ok(_)));
         self.reserve_fd = match accepted {
             Some(Ok((socket, peer))) => {
                 debug!("{peer}: refused, out of descriptors");
-                refuse(socket, self.config.lang);
+                refuse(socket, door, self.config.lang);
                 open_reserve()
             }
             _ => open_reserve(),
@@ -723,12 +790,26 @@ impl Server {
             lines: &mut lines,
             at_eof,
             bucket: &mut bucket,
+            lang: self.io.lang,
         };
         let fed = dialect.feed(id, input, &mut self.chat, now, &mut self.io);
         if let Some(conn) = self.io.conns.get_mut(key) {
             conn.lines = lines;
             conn.dialect = dialect;
             conn.bucket = bucket;
+            // What the dialect said to this connection while it was out.
+            let said = conn.dialect.take_output();
+            if !said.is_empty() && conn.phase != Phase::Doomed {
+                queue(key, conn, &said, &mut self.io.queues);
+            }
+            conn.dialect.restore_output(said);
+            if self.io.queues.total_output > self.io.queues.max_total_output {
+                shed(&mut self.io.conns, &mut self.io.queues);
+            }
+            let Some(conn) = self.io.conns.get_mut(key) else {
+                self.settle();
+                return;
+            };
             if conn.phase == Phase::Open {
                 match fed {
                     Fed::Flow(Flow::Held) => conn.phase = Phase::Held,
@@ -924,8 +1005,28 @@ impl Server {
         }
         if self.next_sweep <= now {
             self.next_sweep = now + SWEEP_EVERY;
-            for (_, conn) in self.io.conns.iter_mut() {
+            let ping = self.config.irc.as_ref().map(|door| door.ping);
+            let mut silent = Vec::new();
+            for (key, conn) in self.io.conns.iter_mut() {
                 self.freed_since_trim += conn.out.sweep() + conn.lines.sweep();
+                if let Some(every) = ping
+                    && matches!(conn.phase, Phase::Open | Phase::Held | Phase::Paused)
+                {
+                    match conn.dialect.keepalive(now, every) {
+                        Keepalive::Quiet => {}
+                        Keepalive::Ping(bytes) => queue(key, conn, bytes, &mut self.io.queues),
+                        Keepalive::Drop(bytes) => {
+                            queue(key, conn, bytes, &mut self.io.queues);
+                            silent.push(key);
+                        }
+                    }
+                }
+            }
+            for key in silent {
+                if let Some(conn) = self.io.conns.get(key) {
+                    info!("{}: no answer to PING, closing", conn.peer);
+                }
+                self.begin_close(key);
             }
             if self.freed_since_trim >= TRIM_AFTER {
                 self.freed_since_trim = 0;
@@ -934,7 +1035,8 @@ impl Server {
         }
         if self.accept_paused_until.is_some_and(|at| at <= now) {
             self.accept_paused_until = None;
-            self.accept(now);
+            self.accept(Door::Plain, now);
+            self.accept(Door::Irc, now);
         }
     }
 
@@ -970,6 +1072,9 @@ impl Server {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        if let Some(mut listener) = self.irc_listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
         self.end_turn();
         let deadline = Instant::now() + SHUTDOWN_FLUSH;
         loop {
@@ -994,12 +1099,34 @@ impl Server {
     }
 }
 
-/// Tells a connection the server cannot take it, and lets it go.
-fn refuse(mut socket: TcpStream, lang: Lang) {
-    let mut line = Reply::ServerFull.text(lang).as_bytes().to_vec();
-    line.push(b'\n');
+/// Tells a connection the server cannot take it, in its door's dialect,
+/// and lets it go.
+fn refuse(mut socket: TcpStream, door: Door, lang: Lang) {
+    let kind = match door {
+        Door::Plain => 0,
+        Door::Irc => Dialect::IRC,
+    };
+    let mut line = Vec::new();
+    Dialect::render_broadcast(kind, lang, &Event::Reply(Reply::ServerFull), &mut line);
     let _ = socket.write(&line);
     let _ = socket.shutdown(Shutdown::Write);
+}
+
+/// Binds a listener with a deep backlog and registers it under `token`.
+fn listen(poll: &Poll, addr: SocketAddr, token: Token) -> io::Result<(TcpListener, SocketAddr)> {
+    let mut listener = TcpListener::bind(addr)?;
+    // Listening again on a listening socket only updates its backlog.
+    // SAFETY: listen(2) on a descriptor we own; no memory is involved.
+    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+        warn!(
+            "cannot raise the listen backlog: {}",
+            io::Error::last_os_error()
+        );
+    }
+    let local_addr = listener.local_addr()?;
+    poll.registry()
+        .register(&mut listener, token, Interest::READABLE)?;
+    Ok((listener, local_addr))
 }
 
 /// The reserve descriptor (see [`Server::reserve_fd`]).
