@@ -5,7 +5,7 @@ PORT ?= 10000
 # Extra flags for the programs, e.g. make run-server ARGS='--lang en'
 ARGS ?=
 
-.PHONY: all build run-server run-client test test-cargo test-nc nc lint fmt clean bench bench-quick soak bench-callgrind
+.PHONY: all build run-server run-client test test-cargo test-nc nc test-irc irc-tools lint fmt clean bench bench-quick soak bench-callgrind
 
 all: build
 
@@ -22,8 +22,8 @@ run-server: build
 run-client: build
 	./target/release/chat-client --host $(HOST) --port $(PORT) $(ARGS)
 
-## test: every test: cargo's unit and integration tests, then the nc sessions
-test: test-cargo test-nc
+## test: every test: cargo's unit and integration tests, the nc sessions, irssi
+test: test-cargo test-nc test-irc
 
 test-cargo:
 	$(CARGO) test --workspace --all-targets
@@ -38,6 +38,15 @@ test-nc: nc
 # nc is not on a fresh machine: install Debian's netcat-openbsd, or explain.
 nc:
 	@command -v nc >/dev/null 2>&1 || bash tests/nc/install-nc.sh
+
+# A real IRC client (irssi, in tmux) against the IRC door; under 15 s.
+test-irc: irc-tools
+	$(CARGO) build --workspace --all-targets
+	bash tests/irc/irssi.sh target/debug/chat-server
+
+# irssi and tmux are not on a fresh machine: install Debian's, or explain.
+irc-tools:
+	@command -v irssi >/dev/null 2>&1 && command -v tmux >/dev/null 2>&1 || bash tests/irc/install-irssi.sh
 
 ## lint: formatting and clippy, warnings are errors
 lint:
