@@ -34,7 +34,7 @@ use base64::Engine as _;
 use self::parse::{Message, ParseError};
 use self::render::{CHANNEL, SERVER};
 use crate::core::chat::{Audience, AuthJob, Chat, ConnId, Event, Flow, Outbox};
-use crate::wire::framing::clean_line;
+use crate::wire::framing::{clean_line, is_forbidden_control};
 use crate::wire::line;
 use crate::wire::protocol::{Command, Credentials, Lang, Reply, valid_username};
 
@@ -170,6 +170,21 @@ impl Irc {
     ) -> Flow {
         self.heard(now);
         let text = String::from_utf8_lossy(raw);
+        // Control characters go before anything is parsed or echoed (SPEC
+        // section 1), except CTCP's \x01, which `ctcp` reads and
+        // `clean_line` then removes from what is relayed.
+        let text = if text
+            .chars()
+            .any(|c| c != '\u{1}' && is_forbidden_control(c))
+        {
+            Cow::Owned(
+                text.chars()
+                    .filter(|&c| c == '\u{1}' || !is_forbidden_control(c))
+                    .collect(),
+            )
+        } else {
+            text
+        };
         let msg = match parse::parse(&text) {
             Ok(msg) => msg,
             Err(ParseError::Empty | ParseError::NoCommand) => return chat.flow(id),
@@ -221,6 +236,7 @@ impl Irc {
             "AUTHENTICATE" => self.authenticate(msg, cx),
             "PING" => match msg.param(0) {
                 Some(token) => {
+                    let token = render::clip(token, 400);
                     let _ = write!(self.output, ":{SERVER} PONG {SERVER} :{token}\r\n");
                 }
                 None => self.num("409", &[], "No origin specified"),
@@ -351,7 +367,7 @@ impl Irc {
                 if !self.registered {
                     self.negotiating = true;
                 }
-                let asked = msg.param(1).unwrap_or("");
+                let asked = render::clip(msg.param(1).unwrap_or(""), 400);
                 let known = asked
                     .split(' ')
                     .filter(|c| !c.is_empty())

@@ -119,16 +119,40 @@ pub fn nickserv_notice(out: &mut Vec<u8>, target: &str, text: &str) {
     );
 }
 
-/// `:chat CODE nick params... :text`. Parameters are short and known
-/// (names, channels), so this line is never split.
+/// Most bytes of a parameter the server echoes back (a client's unknown
+/// command, a missing nick): enough for any real name, and a line of such
+/// parameters always fits in [`MAX_LINE`].
+pub const MAX_ECHO: usize = 64;
+
+/// `s`, cut to at most `n` bytes on a character boundary.
+pub fn clip(s: &str, n: usize) -> &str {
+    if s.len() <= n {
+        return s;
+    }
+    let mut at = n;
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    &s[..at]
+}
+
+/// `:chat CODE nick params... :text`, on one line: parameters are clipped
+/// to [`MAX_ECHO`] bytes and the text to what room is left, so a client
+/// that sends a 500-byte nick still gets a reply that fits.
 pub fn numeric(out: &mut Vec<u8>, code: &str, nick: &str, params: &[&str], text: &str) {
-    let _ = write!(out, ":{SERVER} {code} {nick}");
+    let start = out.len();
+    let _ = write!(out, ":{SERVER} {code} {}", clip(nick, MAX_ECHO));
     for p in params {
         out.push(b' ');
-        out.extend_from_slice(p.as_bytes());
+        // What a client sent may hold CTCP's \x01: never echoed.
+        for c in clip(p, MAX_ECHO).chars().filter(|&c| c != '\u{1}') {
+            let mut utf8 = [0; 4];
+            out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+        }
     }
     out.extend_from_slice(b" :");
-    out.extend_from_slice(text.as_bytes());
+    let room = MAX_LINE.saturating_sub(out.len() - start + 2);
+    out.extend_from_slice(clip(text, room).as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
