@@ -361,3 +361,23 @@ fn ping_pong_both_ways_and_a_silent_client_is_dropped() {
     c.0.expect_closed();
     watcher.expect("Teman anda [jack] telah offline");
 }
+
+#[test]
+fn the_limits_hold_for_irc_connections_too() {
+    // --max-clients counts both doors together.
+    let (_server, addr) = start(&["--max-clients", "1"]);
+    let line_addr = _server.addr;
+    let _first = Client::connect(line_addr);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = Irc::connect(addr);
+    c.expect("ERROR :Server penuh, coba lagi nanti");
+    c.0.expect_closed();
+    // The login timeout: welcomed without an account, then closed.
+    let (_server, addr) = start(&["--login-timeout", "1"]);
+    let mut c = Irc::connect(addr);
+    c.send("NICK kim");
+    c.send("USER kim 0 * :K");
+    c.expect_welcome("kim");
+    c.until("ERROR :Waktu login habis");
+    c.0.expect_closed();
+}
