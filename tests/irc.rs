@@ -381,3 +381,71 @@ fn the_limits_hold_for_irc_connections_too() {
     c.until("ERROR :Waktu login habis");
     c.0.expect_closed();
 }
+
+#[test]
+fn senders_of_both_doors_at_once_each_reader_in_its_own_dialect_and_order() {
+    let (server, addr) = start(&["--flood-rate", "0"]);
+    for name in ["ib", "id"] {
+        register(&server, name);
+    }
+    let mut la = server.login("la");
+    let mut lc = server.login("lc");
+    let mut ib = Irc::login(addr, "ib", "ib la lc");
+    let mut id = Irc::login(addr, "id", "ib id la lc");
+    ib.expect(":id!id@chat JOIN #chat");
+    const N: usize = 50;
+    // Both senders write all their lines at once, so the server sees them
+    // in the same turns.
+    let from_a: String = (0..N).map(|i| format!("a-{i}\n")).collect();
+    // The IRC sender's private messages make the server deliver what it
+    // gathered while that sender's own lines are being handled.
+    let from_b: String = (0..N)
+        .map(|i| format!("PRIVMSG #chat :b-{i}\r\nPRIVMSG la :p-{i}\r\n"))
+        .collect();
+    la.send_raw(from_a.as_bytes());
+    ib.0.send_raw(from_b.as_bytes());
+    // Each sender's lines arrive in order, in the reader's dialect; nobody
+    // hears themselves.
+    let check_line = |c: &mut Client, count_a: usize, count_b: usize, privates: usize| {
+        let (mut a, mut b, mut private) = (0, 0, 0);
+        while a < count_a || b < count_b || private < privates {
+            let line = c.line();
+            if let Some(i) = line.strip_prefix("[la] a-") {
+                assert_eq!(i, a.to_string());
+                a += 1;
+            } else if let Some(i) = line.strip_prefix("[ib] b-") {
+                assert_eq!(i, b.to_string());
+                b += 1;
+            } else if line.starts_with("Pesan pribadi dari [ib] p-") {
+                private += 1;
+            } else {
+                panic!("unexpected line {line:?}");
+            }
+        }
+    };
+    let check_irc = |c: &mut Irc, count_a: usize, count_b: usize| {
+        let (mut a, mut b) = (0, 0);
+        while a < count_a || b < count_b {
+            let line = c.line();
+            if let Some(i) = line.strip_prefix(":la!la@chat PRIVMSG #chat :a-") {
+                assert_eq!(i, a.to_string());
+                a += 1;
+            } else if let Some(i) = line.strip_prefix(":ib!ib@chat PRIVMSG #chat :b-") {
+                assert_eq!(i, b.to_string());
+                b += 1;
+            } else {
+                panic!("unexpected line {line:?}");
+            }
+        }
+    };
+    check_line(&mut lc, N, N, 0);
+    check_line(&mut la, 0, N, N);
+    check_irc(&mut id, N, N);
+    check_irc(&mut ib, N, 0);
+    for c in [&mut la, &mut lc] {
+        c.expect_silence(QUIET);
+    }
+    for c in [&mut ib, &mut id] {
+        c.0.expect_silence(Duration::ZERO);
+    }
+}
