@@ -164,7 +164,7 @@ pub fn connections(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value
             "case": format!("N={n}"),
             "server": kind.name(),
             "clients": n,
-            "hash_params": if kind == Kind::Ours { LOW_HASH } else { "" },
+            "hash_params": if matches!(kind, Kind::Ours | Kind::OursIrc) { LOW_HASH } else { "" },
             "rss_start_bytes": rss0,
             "rss_bytes": rss1,
             "rss_per_conn_bytes": per_conn,
@@ -239,7 +239,8 @@ pub fn storm(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, Str
         let mib = |bytes: u64| (bytes > 0).then(|| bytes as f64 / 1048576.0);
         let (rss_start_mib, rss_after_mib) = (mib(rss_start), mib(rss_after));
         let rss_growth_mib = rss_start_mib.zip(rss_after_mib).map(|(a, b)| b - a);
-        let auth_threads = (kind == Kind::Ours).then(|| launch.default_auth_threads());
+        let auth_threads =
+            matches!(kind, Kind::Ours | Kind::OursIrc).then(|| launch.default_auth_threads());
         let done = if timed_out { g.len() - 2 } else { s };
         let p = |v: &[u64], q| percentile(v, q) as f64 / 1e6;
         let logins_per_s = s as f64 / storm_time.as_secs_f64();

@@ -15,6 +15,8 @@ const NGIRCD_CONF: &str = include_str!("../ngircd.conf.in");
 pub enum Kind {
     Floor,
     Ours,
+    /// Ours, driven through its IRC door: the same IRC workload as ngircd.
+    OursIrc,
     Ngircd,
 }
 
@@ -23,6 +25,7 @@ impl Kind {
         match self {
             Kind::Floor => "floor",
             Kind::Ours => "ours",
+            Kind::OursIrc => "ours-irc",
             Kind::Ngircd => "ngircd",
         }
     }
@@ -31,6 +34,7 @@ impl Kind {
         match s {
             "floor" => Some(Kind::Floor),
             "ours" => Some(Kind::Ours),
+            "ours-irc" => Some(Kind::OursIrc),
             "ngircd" => Some(Kind::Ngircd),
             _ => None,
         }
@@ -40,6 +44,7 @@ impl Kind {
         match self {
             Kind::Floor => Proto::Floor,
             Kind::Ours => Proto::Chat,
+            Kind::OursIrc => Proto::IrcDoor,
             Kind::Ngircd => Proto::Irc,
         }
     }
@@ -109,10 +114,16 @@ impl Launch {
                 self.chat_bench.clone(),
                 vec!["floor".into(), "--port".into(), port.to_string()],
             ),
-            Kind::Ours => {
+            Kind::Ours | Kind::OursIrc => {
                 let mut args = vec![
                     "--port".into(),
-                    port.to_string(),
+                    if kind == Kind::OursIrc {
+                        // The line door on another port; the load goes to
+                        // the IRC door, on `addr`.
+                        free_port()?.to_string()
+                    } else {
+                        port.to_string()
+                    },
                     "--accounts".into(),
                     ":memory:".into(),
                     "--log-level".into(),
@@ -127,6 +138,10 @@ impl Launch {
                 if let Some(h) = opts.hash_params {
                     args.push("--hash-params".into());
                     args.push(h.into());
+                }
+                if kind == Kind::OursIrc {
+                    args.push("--irc-port".into());
+                    args.push(port.to_string());
                 }
                 (self.chat_server.clone(), args)
             }
