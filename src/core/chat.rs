@@ -126,6 +126,13 @@ pub trait Outbox {
             }
         }
     }
+
+    /// Delivers what [`broadcast`](Self::broadcast) gathered, now. A door
+    /// that tells its connection something by its own means (IRC's
+    /// replies to its own lines) calls it first, so that what others said
+    /// earlier arrives earlier. Nothing to do for an outbox that does not
+    /// gather.
+    fn deliver_gathered(&mut self) {}
 }
 
 /// Who a broadcast goes to: every logged-in connection, and a version number

@@ -389,6 +389,10 @@ impl Outbox for Io {
         self.worker.submit(job);
     }
 
+    fn deliver_gathered(&mut self) {
+        self.deliver_batch();
+    }
+
     fn broadcast(&mut self, to: Audience<'_>, except: ConnId, event: Event<'_>) {
         if !(0..Dialect::KINDS)
             .any(|kind| self.open_by_kind[kind] > 0 && Dialect::says_broadcast(kind, &event))
@@ -861,27 +865,13 @@ impl Server {
         }
         let id = conn.id;
         let at_eof = conn.peer_eof;
-        if conn.dialect.kind() != 0 {
-            // A dialect other than the line protocol renders what the core
-            // says to its connection itself, while it is out (below), so
-            // nothing calls `send` for it to deliver the batch first: what
-            // others broadcast earlier in this turn goes out now, ahead of
-            // its replies. What the batch gathers during its feed is only
-            // its own lines, which its copy leaves out.
-            self.io.deliver_batch();
-        }
-        let Some(conn) = self
-            .io
-            .conns
-            .get_mut(key)
-            .filter(|c| c.phase == Phase::Open)
-        else {
-            return;
-        };
         // The buffer and dialect leave the connection while the core runs,
-        // because the core writes into the connections.
+        // because the core writes into the connections. A stand-in of the
+        // same kind stays, so a batch delivered meanwhile reaches this
+        // connection in its own dialect.
         let mut lines = std::mem::take(&mut conn.lines);
-        let mut dialect = std::mem::replace(&mut conn.dialect, Dialect::Line);
+        let stand_in = conn.dialect.stand_in(now);
+        let mut dialect = std::mem::replace(&mut conn.dialect, stand_in);
         let mut bucket = conn.bucket;
         let input = Input {
             lines: &mut lines,

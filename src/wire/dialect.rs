@@ -43,6 +43,19 @@ impl Dialect {
         Dialect::Irc(Box::new(Irc::new(now)))
     }
 
+    /// What stays in the connection while the loop has this dialect out for
+    /// a feed: the same kind, so broadcasts delivered meanwhile are said in
+    /// the right dialect, without the state (nothing else is rendered by
+    /// it: what the core says to the connection then goes to the dialect
+    /// itself).
+    #[inline]
+    pub fn stand_in(&self, now: Instant) -> Self {
+        match self {
+            Dialect::Line => Dialect::Line,
+            Dialect::Irc(_) => Self::irc(now),
+        }
+    }
+
     /// This dialect's index among [`KINDS`](Self::KINDS).
     #[inline]
     pub fn kind(&self) -> usize {
@@ -158,7 +171,7 @@ impl Dialect {
                 (Dialect::Line, Frame::Line(line)) => chat.line(id, line, now, out),
                 (Dialect::Line, Frame::TooLong) => chat.too_long(id, out),
                 (Dialect::Irc(irc), Frame::Line(line)) => irc.line(id, line, chat, now, lang, out),
-                (Dialect::Irc(irc), Frame::TooLong) => irc.too_long(now),
+                (Dialect::Irc(irc), Frame::TooLong) => irc.too_long(id, chat, now, out),
             };
             if flow != Flow::Ready {
                 return Fed::Flow(flow);

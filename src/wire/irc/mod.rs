@@ -146,11 +146,18 @@ impl Irc {
     }
 
     /// A line over the line buffer's limit.
-    pub fn too_long(&mut self, now: Instant) -> Flow {
+    pub fn too_long(
+        &mut self,
+        id: ConnId,
+        chat: &Chat,
+        now: Instant,
+        out: &mut impl Outbox,
+    ) -> Flow {
         self.heard(now);
         let me = self.me().to_owned();
         render::numeric(&mut self.output, "417", &me, &[], "Input line was too long");
-        Flow::Ready
+        out.deliver_gathered();
+        chat.flow(id)
     }
 
     fn heard(&mut self, now: Instant) {
@@ -202,6 +209,12 @@ impl Irc {
             out,
         };
         self.message(&msg, &mut cx);
+        if !self.output.is_empty() {
+            // What others broadcast earlier goes out before what this line
+            // made the server say to this connection (queued after the
+            // feed).
+            cx.out.deliver_gathered();
+        }
         cx.chat.flow(id)
     }
 
@@ -908,9 +921,9 @@ struct Cx<'a, O: Outbox> {
 /// lines: what it says to this connection is rendered here, into
 /// [`Irc::output`]; everything else passes on to the loop's outbox.
 ///
-/// A broadcast passes on as it is, so it must not reach this connection:
-/// true of every broadcast a line can cause (its own messages and its
-/// logout leave it out).
+/// A broadcast passes on as it is; the loop delivers it to this connection
+/// through the stand-in it leaves in the connection meanwhile (see
+/// [`crate::wire::dialect::Dialect::stand_in`]).
 struct Tap<'a, O: Outbox> {
     inner: &'a mut O,
     me: ConnId,
@@ -939,6 +952,10 @@ impl<O: Outbox> Outbox for Tap<'_, O> {
 
     fn broadcast(&mut self, to: Audience<'_>, except: ConnId, event: Event<'_>) {
         self.inner.broadcast(to, except, event);
+    }
+
+    fn deliver_gathered(&mut self) {
+        self.inner.deliver_gathered();
     }
 }
 
