@@ -57,6 +57,9 @@ struct Client {
     connected: bool,
     join: bool,
     state: State,
+    /// IRC: what to send once the server has said welcome (001): InspIRCd
+    /// refuses everything but registration before it.
+    after_welcome: Vec<u8>,
 }
 
 /// Where a message goes.
@@ -155,6 +158,8 @@ pub struct Gen {
     failed: usize,
     next_seq: u64,
     track: Track,
+    /// See [`Gen::set_open_window`].
+    open_window: Option<usize>,
 }
 
 pub fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -213,11 +218,19 @@ impl Gen {
             failed: 0,
             next_seq: 0,
             track: Track::default(),
+            open_window: None,
         })
     }
 
     pub fn proto(&self) -> Proto {
         self.proto
+    }
+
+    /// How many clients may be logging in at once, instead of the
+    /// protocol's default (InspIRCd finishes registrations once a second,
+    /// and listens with a deep backlog: it needs a wide window).
+    pub fn set_open_window(&mut self, window: usize) {
+        self.open_window = Some(window.max(1));
     }
 
     pub fn len(&self) -> usize {
@@ -241,7 +254,9 @@ impl Gen {
             join,
             // ngircd listens with a backlog of 10: more connections at once
             // overflow it and wait for SYN retransmits (1 s, 3 s, ...).
-            window: if self.proto == Proto::Irc { 8 } else { 200 },
+            window: self
+                .open_window
+                .unwrap_or(if self.proto == Proto::Irc { 8 } else { 200 }),
             ready_at_start: self.ready,
             started: Instant::now(),
         }
@@ -256,6 +271,7 @@ impl Gen {
             let sock = TcpStream::connect(self.addr).map_err(|e| format!("connect: {e}"))?;
             let name = format!("{}{}", op.prefix, i);
             let mut wbuf = Vec::new();
+            let mut after_welcome = Vec::new();
             let state = match self.proto {
                 Proto::Chat => {
                     wbuf.extend_from_slice(format!("regist {name} {PASSWORD}\n").as_bytes());
@@ -274,12 +290,12 @@ impl Gen {
                         format!("NICK {name}\r\nUSER {name} 0 * :bench\r\n").as_bytes(),
                     );
                     if i < op.opers {
-                        wbuf.extend_from_slice(
+                        after_welcome.extend_from_slice(
                             format!("OPER bench bench\r\nMODE {name} +F\r\n").as_bytes(),
                         );
                     }
                     if op.join {
-                        wbuf.extend_from_slice(format!("JOIN {CHANNEL}\r\n").as_bytes());
+                        after_welcome.extend_from_slice(format!("JOIN {CHANNEL}\r\n").as_bytes());
                     }
                     State::Waiting
                 }
@@ -293,6 +309,7 @@ impl Gen {
                 connected: false,
                 join: op.join,
                 state,
+                after_welcome,
             };
             self.poll
                 .registry()
@@ -655,17 +672,27 @@ impl Gen {
             self.send_raw(idx, &pong);
             return;
         }
+        let code = line
+            .split(|&b| b == b' ')
+            .nth(1)
+            .unwrap_or_default()
+            .to_vec();
+        if code == b"001" {
+            let after = self
+                .clients
+                .get_mut(idx)
+                .map(|c| std::mem::take(&mut c.after_welcome))
+                .unwrap_or_default();
+            if !after.is_empty() {
+                self.send_raw(idx, &after);
+            }
+        }
         let Some(c) = self.clients.get_mut(idx) else {
             return;
         };
         if c.state != State::Waiting {
             return;
         }
-        let code = line
-            .split(|&b| b == b' ')
-            .nth(1)
-            .unwrap_or_default()
-            .to_vec();
         let ready = match code.as_slice() {
             b"366" => c.join,
             b"376" | b"422" => !c.join,

@@ -8,7 +8,7 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde_json::{Value, json};
 
-pub const SERVERS: [&str; 4] = ["floor", "ours", "ours-irc", "ngircd"];
+pub const SERVERS: [&str; 5] = ["floor", "ours", "ours-irc", "ngircd", "inspircd"];
 
 /// The figures shown per scenario, in order, with their unit.
 fn metrics(scenario: &str) -> &'static [(&'static str, &'static str)] {
@@ -137,13 +137,17 @@ pub fn targets(rows: &[Row], plan_clients: &[usize], conns: usize, storm: usize)
     let mut add = |text: String, measured: String, met: Option<bool>| {
         out.push(json!({"target": text, "measured": measured, "met": met}));
     };
-    for ours in ["ours", "ours-irc"] {
+    for (ours, theirs) in [
+        ("ours", "ngircd"),
+        ("ours-irc", "ngircd"),
+        ("ours-irc", "inspircd"),
+    ] {
         for &c in plan_clients {
             let row = find(rows, "fanout", &format!("C={c} max"), "cpu_ms_per_1000");
-            let r = row.and_then(|r| r.ratio(ours, "ngircd"));
+            let r = row.and_then(|r| r.ratio(ours, theirs));
             add(
-                format!("CPU per delivery at max rate, C={c}: {ours} <= 1/4 of ngircd"),
-                r.map_or("-".into(), |r| format!("{ours}/ngircd = {r:.3}")),
+                format!("CPU per delivery at max rate, C={c}: {ours} <= 1/4 of {theirs}"),
+                r.map_or("-".into(), |r| format!("{ours}/{theirs} = {r:.3}")),
                 r.map(|r| r <= 0.25),
             );
         }
@@ -213,13 +217,13 @@ pub fn markdown(rows: &[Row], targets: &[Value], header: &str) -> String {
     let mut s = String::new();
     s.push_str(header);
     s.push_str(
-        "\n\n| scenario | case | figure | floor | ours | ours-irc | ngircd | ours/ngircd | ours-irc/ngircd | ours/floor |\n",
+        "\n\n| scenario | case | figure | floor | ours | ours-irc | ngircd | inspircd | ours/ngircd | ours-irc/ngircd | ours-irc/inspircd | ours/floor |\n",
     );
-    s.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         let get = |k: &str| r.values.get(k).copied();
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.scenario,
             r.case,
             r.label,
@@ -227,8 +231,10 @@ pub fn markdown(rows: &[Row], targets: &[Value], header: &str) -> String {
             fmt(get("ours")),
             fmt(get("ours-irc")),
             fmt(get("ngircd")),
+            fmt(get("inspircd")),
             fmt(r.ratio("ours", "ngircd")),
             fmt(r.ratio("ours-irc", "ngircd")),
+            fmt(r.ratio("ours-irc", "inspircd")),
             fmt(r.ratio("ours", "floor")),
         ));
     }
@@ -249,11 +255,12 @@ pub fn markdown(rows: &[Row], targets: &[Value], header: &str) -> String {
     s
 }
 
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 5] = [
     RGBColor(120, 120, 120),
     RGBColor(31, 119, 180),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
 ];
 
 /// One panel of grouped bars: for each case, one bar per server.

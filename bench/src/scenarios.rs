@@ -32,6 +32,15 @@ fn fmt_rate(r: f64) -> String {
 }
 
 /// Fan-out: C clients, 10 senders, fixed rates then a closed-loop maximum.
+/// A generator for `kind`'s protocol, with its login window.
+fn gen_for(kind: Kind, addr: std::net::SocketAddr) -> Result<Gen, String> {
+    let mut g = Gen::new(kind.proto(), addr)?;
+    if kind == Kind::Inspircd {
+        g.set_open_window(500);
+    }
+    Ok(g)
+}
+
 pub fn fanout(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, String> {
     let mut out = Vec::new();
     for &c in &plan.clients {
@@ -44,7 +53,7 @@ pub fn fanout(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, St
         )?;
         let mut holder: Option<Gen> = None;
         let result = (|| -> Result<(), String> {
-            let g = holder.insert(Gen::new(kind.proto(), server.addr)?);
+            let g = holder.insert(gen_for(kind, server.addr)?);
             let setup = g.open_all("u", c, SENDERS, true, Duration::from_secs(120))?;
             // A barrier: everyone is in before the load starts.
             g.broadcast_time(0, Dest::All, c - 1, Duration::from_secs(30))?;
@@ -130,11 +139,11 @@ pub fn connections(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value
     let result = (|| -> Result<Value, String> {
         std::thread::sleep(Duration::from_millis(200));
         let rss0 = crate::sys::process_rss(server.pid);
-        let g = holder.insert(Gen::new(kind.proto(), server.addr)?);
+        let g = holder.insert(gen_for(kind, server.addr)?);
         // IRC: no channel (N joins would send N²/2 JOIN lines); the broadcast
         // is an operator's PRIVMSG to the server mask.
         let setup = g.open_all("u", n, 1, false, Duration::from_secs(300))?;
-        let dest = if kind == Kind::Ngircd {
+        let dest = if matches!(kind, Kind::Ngircd | Kind::Inspircd) {
             Dest::Everyone
         } else {
             Dest::All
@@ -200,7 +209,7 @@ pub fn storm(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, Str
     let rss_start = crate::sys::process_rss(server.pid);
     let mut holder: Option<Gen> = None;
     let result = (|| -> Result<Value, String> {
-        let g = holder.insert(Gen::new(kind.proto(), server.addr)?);
+        let g = holder.insert(gen_for(kind, server.addr)?);
         g.open_all("p", 2, 0, false, Duration::from_secs(30))?;
         let ping = |g: &mut Gen, until: &mut dyn FnMut(&mut Gen) -> Result<bool, String>| {
             g.ping_start();

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::load::Proto;
 
 const NGIRCD_CONF: &str = include_str!("../ngircd.conf.in");
+const INSPIRCD_CONF: &str = include_str!("../inspircd.conf.in");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -18,6 +19,7 @@ pub enum Kind {
     /// Ours, driven through its IRC door: the same IRC workload as ngircd.
     OursIrc,
     Ngircd,
+    Inspircd,
 }
 
 impl Kind {
@@ -27,6 +29,7 @@ impl Kind {
             Kind::Ours => "ours",
             Kind::OursIrc => "ours-irc",
             Kind::Ngircd => "ngircd",
+            Kind::Inspircd => "inspircd",
         }
     }
 
@@ -36,6 +39,7 @@ impl Kind {
             "ours" => Some(Kind::Ours),
             "ours-irc" => Some(Kind::OursIrc),
             "ngircd" => Some(Kind::Ngircd),
+            "inspircd" => Some(Kind::Inspircd),
             _ => None,
         }
     }
@@ -45,7 +49,7 @@ impl Kind {
             Kind::Floor => Proto::Floor,
             Kind::Ours => Proto::Chat,
             Kind::OursIrc => Proto::IrcDoor,
-            Kind::Ngircd => Proto::Irc,
+            Kind::Ngircd | Kind::Inspircd => Proto::Irc,
         }
     }
 }
@@ -56,6 +60,7 @@ pub struct Launch {
     pub chat_server: PathBuf,
     pub chat_bench: PathBuf,
     pub ngircd: Option<PathBuf>,
+    pub inspircd: Option<PathBuf>,
     pub server_cpu: Option<usize>,
     pub taskset: bool,
     pub work_dir: PathBuf,
@@ -160,6 +165,27 @@ impl Launch {
                 (
                     program,
                     vec!["-n".into(), "-f".into(), path.display().to_string()],
+                )
+            }
+            Kind::Inspircd => {
+                let program = self
+                    .inspircd
+                    .clone()
+                    .ok_or("inspircd is not installed (make bench installs it)")?;
+                let dir = self.work_dir.join("inspircd");
+                fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                let conf = INSPIRCD_CONF
+                    .replace("@PORT@", &port.to_string())
+                    .replace("@DIR@", &dir.display().to_string());
+                let path = dir.join("inspircd.conf");
+                fs::write(&path, conf).map_err(|e| format!("{}: {e}", path.display()))?;
+                (
+                    program,
+                    vec![
+                        "--runasroot".into(),
+                        "--nofork".into(),
+                        format!("--config={}", path.display()),
+                    ],
                 )
             }
         };
