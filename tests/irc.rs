@@ -449,3 +449,20 @@ fn senders_of_both_doors_at_once_each_reader_in_its_own_dialect_and_order() {
         c.0.expect_silence(Duration::ZERO);
     }
 }
+
+#[test]
+fn a_door_that_cannot_listen_stops_the_start_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["--accounts", ":memory:", "--port", "0"])
+        .args(["--irc-port", &port.to_string()])
+        .output()
+        .expect("cannot run chat-server");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("IRC door: cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
