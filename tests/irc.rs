@@ -466,3 +466,23 @@ fn a_door_that_cannot_listen_stops_the_start_naming_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn flood_control_paces_an_irc_client_too() {
+    // 20 lines at once, then 5 a second (the defaults): 30 PINGs take about
+    // 2 s to be answered, all of them, in order.
+    let (server, addr) = start(&[]);
+    register(&server, "quick");
+    let mut c = Irc::login(addr, "quick", "quick");
+    let pings: String = (0..30).map(|i| format!("PING :p{i}\r\n")).collect();
+    let started = Instant::now();
+    c.0.send_raw(pings.as_bytes());
+    for i in 0..30 {
+        c.expect(&format!(":chat PONG chat :p{i}"));
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "answered in {took:?}: not paced"
+    );
+}

@@ -131,7 +131,7 @@ fn redraw(jsonl: &std::path::Path, svg: &std::path::Path) -> Result<(), String> 
     let run = lines.iter().find(|v| v["run"] == true);
     let title = run.map_or_else(String::new, |r| {
         format!(
-            "chat-server vs ngircd vs floor, {} ({})",
+            "chat-server (line, IRC) vs ngircd, InspIRCd vs floor, {} ({})",
             r["date"].as_str().unwrap_or_default(),
             r["machine"].as_str().unwrap_or_default()
         )
@@ -377,7 +377,7 @@ fn run(args: RunArgs) -> Result<(), String> {
     if let Err(e) = report::chart(
         &rows,
         &svg_path,
-        &format!("chat-server vs ngircd vs floor, {date} ({machine})"),
+        &format!("chat-server (line, IRC) vs ngircd, InspIRCd vs floor, {date} ({machine})"),
     ) {
         eprintln!("chat-bench: chart: {e}");
     }
