@@ -2,10 +2,11 @@
 CARGO ?= cargo
 HOST ?= 127.0.0.1
 PORT ?= 10000
+TLS_PORT ?= 10001
 # Extra flags for the programs, e.g. make run-server ARGS='--lang en'
 ARGS ?=
 
-.PHONY: all build run-server run-client test test-cargo test-nc nc test-irc irc-tools lint fmt clean bench bench-quick soak bench-callgrind
+.PHONY: all build run-server run-server-tls run-client test test-cargo test-nc nc openssl test-irc irc-tools lint fmt clean bench bench-quick soak bench-callgrind bench-history
 
 all: build
 
@@ -17,6 +18,15 @@ build:
 ## run-server: the chat server on $(HOST):$(PORT) (accounts in ./accounts.db)
 run-server: build
 	./target/release/chat-server --host $(HOST) --port $(PORT) $(ARGS)
+
+## run-server-tls: the same plus the TLS door on $(HOST):$(TLS_PORT), with a
+## development certificate for localhost made once in dev/ (git-ignored)
+run-server-tls: build dev/cert.pem
+	./target/release/chat-server --host $(HOST) --port $(PORT) --tls-port $(TLS_PORT) \
+		--tls-cert dev/cert.pem --tls-key dev/key.pem $(ARGS)
+
+dev/cert.pem: | openssl
+	bash tests/tls/make-cert.sh dev
 
 ## run-client: the terminal client (package chat-client), connected to $(HOST):$(PORT)
 run-client: build
@@ -31,7 +41,7 @@ test-cargo:
 # Built with the same package selection as test-cargo, so after it this is a
 # no-op: `-p chat` alone unifies dependency features differently and would
 # recompile libc and everything above it.
-test-nc: nc
+test-nc: nc openssl
 	$(CARGO) build --workspace --all-targets
 	bash tests/nc/run.sh target/debug/chat-server
 
@@ -48,6 +58,10 @@ test-irc: irc-tools
 irc-tools:
 	@command -v irssi >/dev/null 2>&1 && command -v tmux >/dev/null 2>&1 || bash tests/irc/install-irssi.sh
 
+# openssl (s_client for the TLS sessions, the dev certificate): install or explain.
+openssl:
+	@command -v openssl >/dev/null 2>&1 || bash tests/tls/install-openssl.sh
+
 ## lint: formatting and clippy, warnings are errors
 lint:
 	$(CARGO) fmt --all -- --check
@@ -62,6 +76,11 @@ clean:
 ## soak: 1000 misbehaving clients for a few minutes (SOAK_SECS=150), not part of make test
 soak:
 	$(CARGO) test --release -p chat --test soak -- --ignored --nocapture
+
+## bench-history: STORED per second, group commit against one fsync per
+## message, and the chat round trip meanwhile (SPEC 9); not part of make test
+bench-history:
+	$(CARGO) test --release -p chat --test history_bench -- --ignored --nocapture
 
 ## bench: ours vs ngircd vs the floor, interleaved, 3 repetitions (~7 min);
 ## medians, ratios, JSON lines, table and chart in bench/results/

@@ -486,3 +486,24 @@ fn flood_control_paces_an_irc_client_too() {
         "answered in {took:?}: not paced"
     );
 }
+
+#[test]
+fn messages_for_an_offline_user_are_kept_and_replayed_over_irc() {
+    let (server, addr) = start(&[]);
+    register(&server, "lena");
+    let mut bob = server.login("bob");
+    // From the line door to an IRC user who is not online: STORED.
+    bob.send("send-to lena see you later");
+    bob.expect("Pesan untuk lena disimpan");
+    // From an IRC user to a line user who is not online: STORED, as a notice.
+    register(&server, "omar");
+    let mut lena = Irc::login(addr, "lena", "bob lena");
+    // The kept message follows the JOIN, from its sender, its time in front.
+    let line = lena.line();
+    let text = line
+        .strip_prefix(":bob!bob@chat PRIVMSG lena :(")
+        .unwrap_or_else(|| panic!("not the kept message: {line:?}"));
+    assert!(text.ends_with(") see you later"), "{line:?}");
+    lena.send("PRIVMSG omar :call me");
+    lena.expect(":chat NOTICE lena :Pesan untuk omar disimpan");
+}

@@ -131,6 +131,8 @@ impl Launch {
                     },
                     "--accounts".into(),
                     ":memory:".into(),
+                    "--history".into(),
+                    ":memory:".into(),
                     "--log-level".into(),
                     "warn".into(),
                     "--max-clients".into(),

@@ -10,8 +10,11 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use chat::core::chat::ChatConfig;
 use chat::core::limits::{Exempt, LimitsConfig};
-use chat::server::{IrcDoorConfig, Server, ServerConfig, raise_fd_limit};
+use chat::server::{
+    HistorySettings, IrcDoorConfig, Server, ServerConfig, TlsDoorConfig, raise_fd_limit,
+};
 use chat::store::accounts::HashParams;
+use chat::store::history::{Commit, HistoryPlace};
 use chat::wire::protocol::Lang;
 
 /// The 2015 ITS chat server, in Rust: regist, login, broadcast, send-to,
@@ -77,6 +80,30 @@ struct Args {
     /// Threads that hash passwords (default: one less than the cores, at least 1).
     #[arg(long)]
     auth_threads: Option<usize>,
+    /// File of messages kept for users who are not online, `:memory:` to
+    /// keep them only while running, or `none` to refuse them (NOT_ONLINE).
+    #[arg(long, default_value = "history.db")]
+    history: String,
+    /// Broadcasts replayed to each user right after login.
+    #[arg(long, default_value_t = 0)]
+    replay: usize,
+    /// Stored messages and broadcasts older than this many days are dropped.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    history_days: u32,
+    /// One fsync per stored message instead of one per group: only to
+    /// measure what group commit saves.
+    #[arg(long, hide = true)]
+    history_fsync_each: bool,
+    /// PEM certificate chain: with --tls-key, opens the TLS door on
+    /// --tls-port (SIGHUP re-reads both files).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1) for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Port of the TLS door, on the same host (0 picks a free one).
+    #[arg(long, default_value_t = 10001)]
+    tls_port: u16,
     /// Opens the IRC door on this port, same host (6667 is the usual; 0
     /// picks a free one). Off by default.
     #[arg(long)]
@@ -149,6 +176,24 @@ fn run(args: Args) -> Result<(), String> {
         },
         hash_params: args.hash_params,
         auth_threads: args.auth_threads.unwrap_or(cores.saturating_sub(1)).max(1),
+        history: HistorySettings {
+            place: HistoryPlace::parse(&args.history),
+            replay: args.replay,
+            days: args.history_days,
+            commit: if args.history_fsync_each {
+                Commit::EachJob
+            } else {
+                Commit::Group
+            },
+        },
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsDoorConfig {
+                addr: SocketAddr::new(addr.ip(), args.tls_port),
+                cert,
+                key,
+            }),
+            _ => None,
+        },
         irc: args.irc_port.map(|port| IrcDoorConfig {
             addr: SocketAddr::new(addr.ip(), port),
             ping: Duration::from_secs(args.irc_ping),

@@ -91,4 +91,12 @@ impl Connection {
             in_core: true,
         }
     }
+
+    /// Output accepted for this connection and not yet written: the output
+    /// buffer plus what the transport has staged. Every output limit and the
+    /// server-wide total count this.
+    #[inline]
+    pub fn pending(&self) -> usize {
+        self.out.pending() + self.transport.staged()
+    }
 }

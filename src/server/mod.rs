@@ -16,10 +16,14 @@
 //! the bytes stay in the kernel, and reading resumes when the hash is done.
 //! WRITABLE interest is registered only while output is pending.
 //!
-//! Doors (SPEC section 8): the plain listener always, and the IRC listener
-//! with `--irc-port`. Both sit in the one [`Poll`] and feed the one
-//! [`Chat`]; a door only decides a new connection's [`Transport`] and
-//! [`Dialect`], so every limit holds for both alike.
+//! Doors (SPEC section 8): the plain listener always, the TLS listener
+//! when `--tls-cert`/`--tls-key` are given, and the IRC listener with
+//! `--irc-port`. All sit in the one [`Poll`] and feed the one [`Chat`]; a
+//! door only decides a new connection's [`Transport`] and [`Dialect`], so
+//! every limit holds for all alike. A TLS connection enters the core when
+//! it is accepted, like any other (so `--max-clients` and the login timeout
+//! count it), and is closed if its handshake has not finished within
+//! [`HANDSHAKE_TIMEOUT`].
 
 pub mod connection;
 pub mod output;
@@ -44,9 +48,14 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use self::connection::{Connection, Phase};
-use crate::core::chat::{Audience, AuthJob, Chat, ChatConfig, ConnId, Event, Flow, Outbox};
+use crate::core::chat::{
+    Audience, AuthJob, Chat, ChatConfig, ConnId, Event, Flow, HistoryConfig, HistoryDone,
+    HistoryJob, Outbox,
+};
 use crate::store::accounts::{AccountFile, AuthWorker, HashParams};
+use crate::store::history::{Commit, HistoryFile, HistoryPlace, HistoryWriter, unix_now};
 use crate::transport::Transport;
+use crate::transport::tls::{self, HANDSHAKE_TIMEOUT, TlsTransport};
 use crate::wire::dialect::{Dialect, Fed, Input};
 use crate::wire::framing::READ_CHUNK;
 use crate::wire::irc::Keepalive;
@@ -55,6 +64,7 @@ use crate::wire::protocol::{Lang, Reply};
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+const TLS_LISTENER: Token = Token(usize::MAX - 4);
 const IRC_LISTENER: Token = Token(usize::MAX - 5);
 
 /// A reader this far behind is disconnected (SPEC section 5).
@@ -108,8 +118,46 @@ pub struct ServerConfig {
     pub chat: ChatConfig,
     pub hash_params: HashParams,
     pub auth_threads: usize,
+    /// Messages that wait (SPEC section 9).
+    pub history: HistorySettings,
+    /// The TLS door, when its flags are given.
+    pub tls: Option<TlsDoorConfig>,
     /// The IRC door (SPEC 8.3), when `--irc-port` is given.
     pub irc: Option<IrcDoorConfig>,
+}
+
+/// `--history`, `--replay`, `--history-days` (SPEC section 9).
+#[derive(Debug, Clone)]
+pub struct HistorySettings {
+    pub place: HistoryPlace,
+    /// Broadcasts replayed after each login.
+    pub replay: usize,
+    /// Records older than this many days are dropped (at least 1).
+    pub days: u32,
+    /// Group commit, or (to measure it) one fsync per message.
+    pub commit: Commit,
+}
+
+impl Default for HistorySettings {
+    /// Off: a server built without these flags behaves as before section 9.
+    fn default() -> Self {
+        Self {
+            place: HistoryPlace::Off,
+            replay: 0,
+            days: 30,
+            commit: Commit::Group,
+        }
+    }
+}
+
+/// Where the TLS door listens and what it presents (SPEC section 8.1).
+#[derive(Debug, Clone)]
+pub struct TlsDoorConfig {
+    pub addr: SocketAddr,
+    /// PEM certificate chain, re-read on SIGHUP.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1), re-read on SIGHUP.
+    pub key: PathBuf,
 }
 
 /// Where the IRC door listens, and how it keeps silent clients in check.
@@ -125,7 +173,18 @@ pub struct IrcDoorConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Door {
     Plain,
+    Tls,
     Irc,
+}
+
+/// The TLS door while it is open.
+struct TlsDoor {
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    /// Given to each new connection; replaced by a SIGHUP reload. Open
+    /// connections keep the one they started with.
+    config: Arc<rustls::ServerConfig>,
+    files: TlsDoorConfig,
 }
 
 /// Lists of connections the turn must come back to, and the output totals.
@@ -153,6 +212,11 @@ struct Io {
     /// then calls [`Chat::disconnect`] for each (the call protocol).
     close_requests: Vec<ConnId>,
     worker: AuthWorker,
+    /// The history writer; `None` with `--history none`.
+    history: Option<HistoryWriter>,
+    /// Store jobs the writer could not take, answered as failed at the end
+    /// of the turn.
+    history_failed: Vec<HistoryDone>,
     /// Scratch for rendering one event sent to one connection.
     rendered: Vec<u8>,
     /// Open connections of each dialect kind: broadcasts are rendered for
@@ -193,7 +257,7 @@ const MAX_BATCH: usize = 64 * 1024;
 /// The hot path of every delivery: kept small so it inlines into the loops.
 #[inline(always)]
 fn queue(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) {
-    if conn.out.pending() + message.len() > MAX_OUTPUT {
+    if conn.pending() + message.len() > MAX_OUTPUT {
         queue_behind(key, conn, message, queues);
         return;
     }
@@ -221,10 +285,12 @@ fn queue_behind(key: usize, conn: &mut Connection, message: &[u8], queues: &mut 
     // Only a reader that cannot take what is already pending is behind; one
     // that reads has had no chance yet this turn. A write error shows again,
     // and is handled, when the turn flushes.
-    if let Ok(n) = conn.transport.write(&mut conn.socket, &mut conn.out) {
-        queues.total_output -= n;
-    }
-    if conn.out.pending() + message.len() > MAX_OUTPUT {
+    // Sealing can grow what is pending (TLS record headers and tags), so
+    // account by the difference, not by the bytes written.
+    let before = conn.pending();
+    let _ = conn.transport.write(&mut conn.socket, &mut conn.out);
+    queues.total_output = queues.total_output - before + conn.pending();
+    if conn.pending() + message.len() > MAX_OUTPUT {
         warn!(
             "{}: more than {MAX_OUTPUT} bytes of output pending, disconnecting a reader that is too slow",
             conn.peer
@@ -239,7 +305,7 @@ fn queue_behind(key: usize, conn: &mut Connection, message: &[u8], queues: &mut 
 /// longer counts.
 fn doom(key: usize, conn: &mut Connection, queues: &mut Queues) {
     if conn.phase != Phase::Doomed {
-        queues.total_output -= conn.out.pending();
+        queues.total_output -= conn.pending();
         conn.phase = Phase::Doomed;
         queues.doomed.push(key);
     }
@@ -386,7 +452,7 @@ fn shed(conns: &mut Slab<Connection>, queues: &mut Queues) {
         let Some((key, _)) = conns
             .iter()
             .filter(|(_, c)| c.phase != Phase::Doomed)
-            .max_by_key(|(_, c)| c.out.pending())
+            .max_by_key(|(_, c)| c.pending())
         else {
             return;
         };
@@ -395,7 +461,7 @@ fn shed(conns: &mut Slab<Connection>, queues: &mut Queues) {
             "{}: all output buffers together over {} bytes, disconnecting the reader furthest behind ({} bytes pending)",
             conn.peer,
             queues.max_total_output,
-            conn.out.pending()
+            conn.pending()
         );
         doom(key, conn, queues);
     }
@@ -427,6 +493,19 @@ impl Outbox for Io {
 
     fn submit(&mut self, job: AuthJob) {
         self.worker.submit(job);
+    }
+
+    /// No output is involved, so gathered broadcasts stay gathered: a
+    /// broadcast kept for `--replay` costs no extra copy per reader.
+    fn store(&mut self, job: HistoryJob) {
+        match &self.history {
+            Some(writer) => {
+                if let Some(failed) = writer.submit(job) {
+                    self.history_failed.push(failed);
+                }
+            }
+            None => error!("a history job without a history writer"),
+        }
     }
 
     fn deliver_gathered(&mut self) {
@@ -471,6 +550,11 @@ pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
+    /// The TLS door, if its flags were given.
+    tls: Option<TlsDoor>,
+    /// TLS connections whose handshake must be over by the given moment, in
+    /// order (the timeout is the same for all).
+    handshakes: VecDeque<(Instant, ConnId)>,
     /// The IRC door's listener and address, with `--irc-port`.
     irc_listener: Option<TcpListener>,
     irc_addr: Option<SocketAddr>,
@@ -530,23 +614,49 @@ impl Server {
                 error!("cannot wake the event loop: {e}");
             }
         });
+        let settings = &config.history;
+        let (history_file, loaded) = match &settings.place {
+            HistoryPlace::Off => {
+                info!("history: off (--history none)");
+                (None, None)
+            }
+            HistoryPlace::Memory => {
+                info!("history: in memory only (--history :memory:)");
+                (None, Some(Default::default()))
+            }
+            HistoryPlace::File(path) => {
+                let (file, loaded) =
+                    HistoryFile::open(path, settings.replay, settings.days, unix_now())
+                        .map_err(|e| e.to_string())?;
+                (Some(file), Some(loaded))
+            }
+        };
+        let history = match &loaded {
+            Some(_) => Some(HistoryWriter::spawn(
+                history_file,
+                settings.commit,
+                wake.clone(),
+            )?),
+            None => None,
+        };
         let worker = AuthWorker::spawn(config.auth_threads, store, config.hash_params, wake)?;
-        let mut listener = TcpListener::bind(config.addr)
+        let (listener, local_addr) = listen(&poll, config.addr, LISTENER)
             .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
-        // Listening again on a listening socket only updates its backlog.
-        // SAFETY: listen(2) on a descriptor we own; no memory is involved.
-        if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
-            warn!(
-                "cannot raise the listen backlog: {}",
-                io::Error::last_os_error()
-            );
-        }
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| format!("cannot read the listening address: {e}"))?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(|e| format!("cannot register the listener: {e}"))?;
+        let tls = match &config.tls {
+            Some(files) => {
+                let tls_config = tls::load_config(&files.cert, &files.key)
+                    .map_err(|e| format!("TLS door: {e}"))?;
+                let (listener, local_addr) = listen(&poll, files.addr, TLS_LISTENER)
+                    .map_err(|e| format!("TLS door: cannot listen on {}: {e}", files.addr))?;
+                Some(TlsDoor {
+                    listener: Some(listener),
+                    local_addr,
+                    config: tls_config,
+                    files: files.clone(),
+                })
+            }
+            None => None,
+        };
         let (irc_listener, irc_addr) = match &config.irc {
             Some(door) => {
                 let (listener, addr) = listen(&poll, door.addr, IRC_LISTENER)
@@ -558,14 +668,27 @@ impl Server {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| format!("cannot register signals: {e}"))?;
+        let mut chat = Chat::new(config.chat.clone(), accounts);
+        if let Some(loaded) = loaded {
+            chat.enable_history(
+                HistoryConfig {
+                    replay: config.history.replay,
+                    days: config.history.days,
+                    ..HistoryConfig::default()
+                },
+                loaded,
+            );
+        }
         Ok(Self {
             poll,
             listener: Some(listener),
             local_addr,
+            tls,
+            handshakes: VecDeque::new(),
             irc_listener,
             irc_addr,
             signals,
-            chat: Chat::new(config.chat.clone(), accounts),
+            chat,
             io: Io {
                 conns: Slab::new(),
                 queues: Queues {
@@ -575,6 +698,8 @@ impl Server {
                 lang: config.lang,
                 close_requests: Vec::new(),
                 worker,
+                history,
+                history_failed: Vec::new(),
                 rendered: Vec::new(),
                 open_by_kind: [0; Dialect::KINDS],
                 batch: Batch::default(),
@@ -597,6 +722,11 @@ impl Server {
         self.local_addr
     }
 
+    /// The TLS door's address, when it is open.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|door| door.local_addr)
+    }
+
     /// The IRC door's address, when it is open.
     pub fn irc_addr(&self) -> Option<SocketAddr> {
         self.irc_addr
@@ -609,6 +739,9 @@ impl Server {
             self.local_addr, self.config.max_clients, self.config.lang
         );
         // After the plain door's line, which scripts take as "ready".
+        if let Some(addr) = self.tls_addr() {
+            info!("TLS listening on {addr}");
+        }
         if let Some(addr) = self.irc_addr {
             info!("IRC listening on {addr}");
         }
@@ -626,9 +759,11 @@ impl Server {
                 return Err(format!("poll failed: {e}"));
             }
             let now = Instant::now();
+            self.chat.set_clock(unix_now());
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(Door::Plain, now),
+                    TLS_LISTENER => self.accept(Door::Tls, now),
                     IRC_LISTENER => self.accept(Door::Irc, now),
                     WAKER => self.finish_auth(now),
                     SIGNALS => {
@@ -648,6 +783,9 @@ impl Server {
                 }
             }
             self.read_unread(now);
+            if !self.io.history_failed.is_empty() {
+                self.finish_auth(now);
+            }
             self.on_timers(now);
             self.end_turn();
         }
@@ -658,7 +796,7 @@ impl Server {
         let mut stop = false;
         for signal in self.signals.pending() {
             match signal {
-                SIGHUP => info!("SIGHUP received: nothing to reload, carrying on"),
+                SIGHUP => self.reload(),
                 _ => {
                     info!("signal {signal} received, shutting down");
                     stop = true;
@@ -668,10 +806,32 @@ impl Server {
         stop
     }
 
+    /// SIGHUP: re-reads the TLS certificate and key. New connections get the
+    /// new pair, open ones keep theirs; a pair that does not load leaves the
+    /// old one in service.
+    fn reload(&mut self) {
+        let Some(door) = &mut self.tls else {
+            info!("SIGHUP received: nothing to reload (no TLS door), carrying on");
+            return;
+        };
+        match tls::load_config(&door.files.cert, &door.files.key) {
+            Ok(config) => {
+                door.config = config;
+                info!(
+                    "SIGHUP received: TLS certificate {} and key {} reloaded",
+                    door.files.cert.display(),
+                    door.files.key.display()
+                );
+            }
+            Err(e) => error!("SIGHUP received: TLS reload failed, keeping the old pair: {e}"),
+        }
+    }
+
     fn next_timeout(&self, now: Instant) -> Option<Duration> {
         [
             self.chat.next_deadline(),
             self.lingering.front().map(|&(at, _)| at),
+            self.handshakes.front().map(|&(at, _)| at),
             self.paused.peek().map(|&Reverse((at, _))| at),
             self.accept_paused_until,
             Some(self.next_sweep),
@@ -686,6 +846,7 @@ impl Server {
     fn listener(&self, door: Door) -> Option<&TcpListener> {
         match door {
             Door::Plain => self.listener.as_ref(),
+            Door::Tls => self.tls.as_ref().and_then(|d| d.listener.as_ref()),
             Door::Irc => self.irc_listener.as_ref(),
         }
     }
@@ -749,11 +910,26 @@ impl Server {
                 continue;
             }
             self.refusing = false;
-            let dialect = match door {
-                Door::Plain => Dialect::Line,
-                Door::Irc => Dialect::irc(now),
+            let transport = match door {
+                Door::Plain | Door::Irc => Transport::Plain,
+                Door::Tls => {
+                    let Some(config) = self.tls.as_ref().map(|d| Arc::clone(&d.config)) else {
+                        return;
+                    };
+                    match TlsTransport::new(config) {
+                        Ok(tls) => Transport::Tls(Box::new(tls)),
+                        Err(e) => {
+                            warn!("{peer}: cannot start TLS: {e}");
+                            continue;
+                        }
+                    }
+                }
             };
-            self.open(socket, peer, Transport::Plain, dialect, now);
+            let dialect = match door {
+                Door::Irc => Dialect::irc(now),
+                Door::Plain | Door::Tls => Dialect::Line,
+            };
+            self.open(socket, peer, transport, dialect, now);
         }
     }
 
@@ -814,6 +990,9 @@ impl Server {
         }
         self.next_generation = self.next_generation.wrapping_add(1);
         let id = ConnId::new(key, self.next_generation);
+        if transport.is_handshaking() {
+            self.handshakes.push_back((now + HANDSHAKE_TIMEOUT, id));
+        }
         self.io.open_by_kind[dialect.kind()] += 1;
         let bucket = self.config.chat.limits.bucket(now);
         entry.insert(Connection::new(
@@ -854,10 +1033,20 @@ impl Server {
                 self.begin_close(key);
                 return;
             }
-            match conn
+            let before = conn.pending();
+            let result = conn
                 .transport
-                .read(&mut conn.socket, &mut conn.lines, &mut conn.out)
-            {
+                .read(&mut conn.socket, &mut conn.lines, &mut conn.out);
+            if conn.pending() != before {
+                // The transport answered by itself (a TLS handshake): that
+                // output counts and is flushed like any other.
+                self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
+                if !conn.queued_flush {
+                    conn.queued_flush = true;
+                    self.io.queues.flush.push(key);
+                }
+            }
+            match result {
                 Ok(0) => conn.peer_eof = true,
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
@@ -871,6 +1060,13 @@ impl Server {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::InvalidData => {
+                    // A failed TLS handshake: its alert is queued; send it,
+                    // then close this connection only.
+                    debug!("{}: TLS failed: {e}", conn.peer);
+                    self.begin_close(key);
+                    return;
+                }
                 Err(e) => {
                     debug!("{}: read failed: {e}", conn.peer);
                     self.drop_conn(key);
@@ -983,7 +1179,9 @@ impl Server {
         let Some(conn) = self.io.conns.get_mut(key) else {
             return;
         };
+        let before = conn.pending();
         conn.transport.start_close(&mut conn.out);
+        self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
         if !conn.queued_flush {
             conn.queued_flush = true;
             self.io.queues.flush.push(key);
@@ -1030,13 +1228,15 @@ impl Server {
         if conn.phase == Phase::Doomed {
             return;
         }
-        match conn.transport.write(&mut conn.socket, &mut conn.out) {
-            Ok(n) => self.io.queues.total_output -= n,
-            Err(e) => {
-                debug!("{}: write failed: {e}", conn.peer);
-                self.drop_conn(key);
-                return;
-            }
+        let before = conn.pending();
+        let written = conn.transport.write(&mut conn.socket, &mut conn.out);
+        // Sealing can grow what is pending (record headers and tags), so
+        // account by the difference, not by the bytes written.
+        self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
+        if let Err(e) = written {
+            debug!("{}: write failed: {e}", conn.peer);
+            self.drop_conn(key);
+            return;
         }
         if conn.out.pending() > 0 {
             if !conn.writable_interest {
@@ -1067,7 +1267,7 @@ impl Server {
             return;
         };
         if conn.phase != Phase::Doomed {
-            self.io.queues.total_output -= conn.out.pending();
+            self.io.queues.total_output -= conn.pending();
         }
         // Nothing the core says from now on reaches it.
         conn.phase = Phase::Doomed;
@@ -1089,10 +1289,23 @@ impl Server {
         }
     }
 
-    /// Delivers finished hash jobs and resumes the connections they held up.
+    /// Delivers finished hash and history jobs and resumes the connections
+    /// they held up.
     fn finish_auth(&mut self, now: Instant) {
-        while let Some(done) = self.io.worker.try_result() {
-            let resumed = self.chat.auth_done(done, now, &mut self.io);
+        loop {
+            let resumed = if let Some(done) = self.io.worker.try_result() {
+                self.chat.auth_done(done, now, &mut self.io)
+            } else if let Some(done) = self
+                .io
+                .history
+                .as_ref()
+                .and_then(|h| h.try_result())
+                .or_else(|| self.io.history_failed.pop())
+            {
+                self.chat.history_done(done, &mut self.io)
+            } else {
+                return;
+            };
             self.settle();
             if let Some(id) = resumed
                 && let Some(conn) = self.io.conns.get_mut(id.key())
@@ -1108,6 +1321,23 @@ impl Server {
     fn on_timers(&mut self, now: Instant) {
         self.chat.tick(now, &mut self.io);
         self.settle();
+        while let Some(&(at, id)) = self.handshakes.front() {
+            if at > now {
+                break;
+            }
+            self.handshakes.pop_front();
+            if let Some(conn) = self.io.conns.get(id.key())
+                && conn.id == id
+                && conn.transport.is_handshaking()
+                && !matches!(conn.phase, Phase::Closing | Phase::Doomed)
+            {
+                debug!(
+                    "{}: TLS handshake not finished within {HANDSHAKE_TIMEOUT:?}, closing",
+                    conn.peer
+                );
+                self.drop_conn(id.key());
+            }
+        }
         while let Some(&Reverse((at, id))) = self.paused.peek() {
             if at > now {
                 break;
@@ -1135,7 +1365,8 @@ impl Server {
             let ping = self.config.irc.as_ref().map(|door| door.ping);
             let mut silent = Vec::new();
             for (key, conn) in self.io.conns.iter_mut() {
-                self.freed_since_trim += conn.out.sweep() + conn.lines.sweep();
+                self.freed_since_trim +=
+                    conn.out.sweep() + conn.lines.sweep() + conn.transport.sweep();
                 if let Some(every) = ping
                     && matches!(conn.phase, Phase::Open | Phase::Held | Phase::Paused)
                 {
@@ -1163,6 +1394,7 @@ impl Server {
         if self.accept_paused_until.is_some_and(|at| at <= now) {
             self.accept_paused_until = None;
             self.accept(Door::Plain, now);
+            self.accept(Door::Tls, now);
             self.accept(Door::Irc, now);
         }
     }
@@ -1204,6 +1436,23 @@ impl Server {
         if let Some(mut listener) = self.irc_listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        if let Some(mut listener) = self.tls.as_mut().and_then(|d| d.listener.take()) {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        // TLS connections say goodbye with close_notify, after what they
+        // were still to be told.
+        self.io.deliver_batch();
+        for (key, conn) in self.io.conns.iter_mut() {
+            if matches!(conn.transport, Transport::Tls(_)) && conn.phase != Phase::Doomed {
+                let before = conn.pending();
+                conn.transport.start_close(&mut conn.out);
+                self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
+                if !conn.queued_flush {
+                    conn.queued_flush = true;
+                    self.io.queues.flush.push(key);
+                }
+            }
+        }
         self.end_turn();
         let deadline = Instant::now() + SHUTDOWN_FLUSH;
         loop {
@@ -1224,14 +1473,19 @@ impl Server {
                 self.flush(key);
             }
         }
+        if let Some(history) = self.io.history.take() {
+            history.finish();
+        }
         info!("stopped");
     }
 }
 
 /// Tells a connection the server cannot take it, in its door's dialect,
-/// and lets it go.
+/// and lets it go. Through the TLS door there is no handshake to say it
+/// in: the connection is just closed.
 fn refuse(mut socket: TcpStream, door: Door, lang: Lang) {
     let kind = match door {
+        Door::Tls => return,
         Door::Plain => 0,
         Door::Irc => Dialect::IRC,
     };

@@ -1,15 +1,23 @@
 //! How a connection's bytes travel: the transport seam.
 //!
 //! Every door of the chat has a transport (how bytes cross the socket: plain
-//! TCP today; TLS and WebSocket next) and a dialect (what the bytes mean:
-//! [`crate::wire::dialect`]). The event loop only ever calls the four methods
-//! of [`Transport`], so a new door is a new variant here and a file beside
-//! this one, not new branches in the loop.
+//! TCP, TLS; WebSocket next) and a dialect (what the bytes mean:
+//! [`crate::wire::dialect`]). The event loop calls the four methods of
+//! [`Transport`] (read, encode, write, start_close) and three questions
+//! (staged, is_handshaking, sweep), so a new door is a new variant here and a
+//! file beside this one, not new branches in the loop.
 //!
 //! A transport works on the connection's own buffers: what it decodes goes into
 //! the connection's [`LineBuffer`], what it encodes into its
 //! [`OutputBuffer`]. So the 1 MiB slow-reader rule, the order of replies and
-//! the read budget hold for every transport alike.
+//! the read budget hold for every transport alike. A transport may hold back
+//! output for a moment (TLS stages a turn's plaintext to seal it into one
+//! record): [`Transport::staged`] says how much, and it counts as pending.
+//! Since encoding can change the size of what is pending (record headers and
+//! tags), the loop accounts for output by comparing pending bytes before and
+//! after each call, never by the bytes a call reports.
+
+pub mod tls;
 
 use std::io::{self, Read, Write};
 
@@ -21,6 +29,9 @@ use crate::wire::framing::LineBuffer;
 pub enum Transport {
     /// Bytes as they are: the seed's TCP, `nc`, `telnet`.
     Plain,
+    /// TLS 1.2/1.3 (SPEC section 8.1). Boxed: rustls's state is large, and
+    /// plain connections must not grow by it.
+    Tls(Box<tls::TlsTransport>),
 }
 
 impl Transport {
@@ -28,41 +39,78 @@ impl Transport {
     /// `lines`. Bytes the transport must answer by itself (a handshake, a
     /// pong) go into `out`. Returns the bytes taken off the socket; `Ok(0)`
     /// when the peer has closed its side. `WouldBlock` passes through.
+    /// `InvalidData`: the peer broke the transport's protocol (a failed TLS
+    /// handshake); what says so (an alert) is in `out`, and the connection
+    /// should be closed after it is flushed.
     pub fn read(
         &mut self,
         socket: &mut impl Read,
         lines: &mut LineBuffer,
-        _out: &mut OutputBuffer,
+        out: &mut OutputBuffer,
     ) -> io::Result<usize> {
         match self {
             Transport::Plain => lines.read_from(socket),
+            Transport::Tls(tls) => tls.read(socket, lines, out),
         }
     }
 
     /// Queues one message of the dialect (a line, or a prompt) for the peer.
-    /// It adds exactly `message.len()` to `out.pending()`, which the loop's
-    /// accounting of output relies on: a transport whose wire form differs
-    /// in size stages the message and encodes it in [`write`](Self::write).
+    /// It adds exactly `message.len()` to what is pending (`out.pending()`
+    /// plus [`staged`](Self::staged)), which the loop's accounting of output
+    /// relies on: a transport whose wire form differs in size (TLS) stages
+    /// the message and encodes it in [`write`](Self::write).
     #[inline]
     pub fn encode(&mut self, message: &[u8], out: &mut OutputBuffer) {
         match self {
             Transport::Plain => out.push(message),
+            Transport::Tls(tls) => tls.encode(message),
         }
     }
 
-    /// Writes what `out` holds as far as the socket takes it now. Returns
-    /// the bytes of `out` consumed.
+    /// Output accepted by [`encode`](Self::encode) but not yet in the
+    /// output buffer (TLS's staged plaintext). Pending output is this plus
+    /// what the buffer holds.
+    #[inline]
+    pub fn staged(&self) -> usize {
+        match self {
+            Transport::Plain => 0,
+            Transport::Tls(tls) => tls.staged(),
+        }
+    }
+
+    /// The connection cannot carry chat yet (a TLS handshake is under way):
+    /// the loop closes it if that lasts too long.
+    pub fn is_handshaking(&self) -> bool {
+        match self {
+            Transport::Plain => false,
+            Transport::Tls(tls) => tls.is_handshaking(),
+        }
+    }
+
+    /// Frees what the transport holds for an idle connection; returns the
+    /// bytes freed. Called with the output buffers' periodic sweep.
+    pub fn sweep(&mut self) -> usize {
+        match self {
+            Transport::Plain => 0,
+            Transport::Tls(tls) => tls.sweep(),
+        }
+    }
+
+    /// Writes what `out` holds (after sealing what is staged) as far as the
+    /// socket takes it now. Returns the bytes written to the socket.
     pub fn write(&mut self, socket: &mut impl Write, out: &mut OutputBuffer) -> io::Result<usize> {
         match self {
             Transport::Plain => out.write_to(socket),
+            Transport::Tls(tls) => tls.write(socket, out),
         }
     }
 
     /// The server is closing the connection: queue whatever says goodbye at
     /// this layer (nothing for plain TCP; TLS sends `close_notify`).
-    pub fn start_close(&mut self, _out: &mut OutputBuffer) {
+    pub fn start_close(&mut self, out: &mut OutputBuffer) {
         match self {
             Transport::Plain => {}
+            Transport::Tls(tls) => tls.start_close(out),
         }
     }
 }

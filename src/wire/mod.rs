@@ -8,3 +8,4 @@ pub mod framing;
 pub mod irc;
 pub mod line;
 pub mod protocol;
+pub mod when;

@@ -52,7 +52,7 @@ until_bob() {
 irssi_says() { tmux send-keys -t "$session" -l -- "$1" && tmux send-keys -t "$session" Enter; }
 bob_says() { printf '%s\n' "$1" >&3; }
 
-"$bin" --accounts :memory: --hash-params m=256,t=1,p=1 --port 0 --irc-port 0 \
+"$bin" --accounts :memory: --history none --hash-params m=256,t=1,p=1 --port 0 --irc-port 0 \
   --lang en 2>"$work/server.log" &
 server=$!
 for _ in $(seq 100); do

@@ -33,10 +33,11 @@ use base64::Engine as _;
 
 use self::parse::{Message, ParseError};
 use self::render::{CHANNEL, SERVER};
-use crate::core::chat::{Audience, AuthJob, Chat, ConnId, Event, Flow, Outbox};
+use crate::core::chat::{Audience, AuthJob, Chat, ConnId, Event, Flow, HistoryJob, Outbox};
 use crate::wire::framing::{clean_line, is_forbidden_control};
 use crate::wire::line;
 use crate::wire::protocol::{Command, Credentials, Lang, Reply, valid_username};
+use crate::wire::when;
 
 /// Which login this connection is waiting for, so its result is said the
 /// way that login was asked for.
@@ -701,8 +702,18 @@ impl Irc {
             Event::Chat { .. } | Event::Offline(_) | Event::Online(_) => {
                 render_broadcast(lang, event, out)
             }
+            // A message from before this login (SPEC 9): from its sender,
+            // to the channel or to this nick, its time in front.
+            Event::Replayed(r) => {
+                let zone = when::local_zone();
+                let text = format!("{} {}", when::marker(r.at, r.now, &zone), r.text);
+                let target = if r.private { me.as_str() } else { CHANNEL };
+                render::privmsg(out, r.from, target, &text);
+            }
             // No IRC form: the line protocol's words, as notices.
-            Event::Help | Event::Prompt(_) => notice_lines(lang, event, &me, out),
+            Event::Help | Event::Prompt(_) | Event::Stored(_) | Event::InboxFull(_) => {
+                notice_lines(lang, event, &me, out)
+            }
         }
     }
 
@@ -921,7 +932,9 @@ struct Cx<'a, O: Outbox> {
 /// lines: what it says to this connection is rendered here, into
 /// [`Irc::output`]; everything else passes on to the loop's outbox.
 ///
-/// A broadcast passes on as it is; the loop delivers it to this connection
+/// Every method but `send` must pass on: a provided method left out would
+/// run its default instead of the loop's. A broadcast passes on as it is;
+/// the loop delivers it to this connection
 /// through the stand-in it leaves in the connection meanwhile (see
 /// [`crate::wire::dialect::Dialect::stand_in`]).
 struct Tap<'a, O: Outbox> {
@@ -948,6 +961,10 @@ impl<O: Outbox> Outbox for Tap<'_, O> {
 
     fn submit(&mut self, job: AuthJob) {
         self.inner.submit(job);
+    }
+
+    fn store(&mut self, job: HistoryJob) {
+        self.inner.store(job);
     }
 
     fn broadcast(&mut self, to: Audience<'_>, except: ConnId, event: Event<'_>) {
