@@ -6,7 +6,7 @@ TLS_PORT ?= 10001
 # Extra flags for the programs, e.g. make run-server ARGS='--lang en'
 ARGS ?=
 
-.PHONY: all build run-server run-server-tls run-client test test-cargo test-nc nc openssl lint fmt clean bench bench-quick soak bench-callgrind bench-history
+.PHONY: all build run-server run-server-tls run-client test test-cargo test-nc nc openssl test-irc irc-tools lint fmt clean bench bench-quick soak bench-callgrind bench-history
 
 all: build
 
@@ -32,8 +32,8 @@ dev/cert.pem: | openssl
 run-client: build
 	./target/release/chat-client --host $(HOST) --port $(PORT) $(ARGS)
 
-## test: every test: cargo's unit and integration tests, then the nc sessions
-test: test-cargo test-nc
+## test: every test: cargo's unit and integration tests, the nc sessions, irssi
+test: test-cargo test-nc test-irc
 
 test-cargo:
 	$(CARGO) test --workspace --all-targets
@@ -48,6 +48,15 @@ test-nc: nc openssl
 # nc is not on a fresh machine: install Debian's netcat-openbsd, or explain.
 nc:
 	@command -v nc >/dev/null 2>&1 || bash tests/nc/install-nc.sh
+
+# A real IRC client (irssi, in tmux) against the IRC door; under 15 s.
+test-irc: irc-tools
+	$(CARGO) build --workspace --all-targets
+	bash tests/irc/irssi.sh target/debug/chat-server
+
+# irssi and tmux are not on a fresh machine: install Debian's, or explain.
+irc-tools:
+	@command -v irssi >/dev/null 2>&1 && command -v tmux >/dev/null 2>&1 || bash tests/irc/install-irssi.sh
 
 # openssl (s_client for the TLS sessions, the dev certificate): install or explain.
 openssl:

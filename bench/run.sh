@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs chat-bench: ours vs ngircd vs the floor, interleaved, on 127.0.0.1 only.
+# Runs chat-bench: ours (line protocol and IRC door) vs ngircd and InspIRCd vs
+# the floor, interleaved, on 127.0.0.1 only.
 # Usage: bash bench/run.sh [--quick] [more chat-bench run flags]
 # Installs ngircd from Debian when it is missing and we are root; otherwise
 # runs without it and says so.
@@ -17,6 +18,19 @@ if ! command -v ngircd >/dev/null 2>&1 && [ ! -x /usr/sbin/ngircd ]; then
         if command -v service >/dev/null 2>&1; then service ngircd stop >/dev/null 2>&1 || true; fi
     else
         echo "bench: ngircd is missing: install it (apt-get install ngircd) to compare with it" >&2
+    fi
+fi
+
+if ! command -v inspircd >/dev/null 2>&1 && [ ! -x /usr/sbin/inspircd ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bench: installing inspircd (Debian package)" >&2
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq inspircd >/dev/null
+        # The package starts a system InspIRCd on port 6667; we only want the binary.
+        if command -v systemctl >/dev/null 2>&1; then systemctl stop inspircd >/dev/null 2>&1 || true; fi
+        if command -v service >/dev/null 2>&1; then service inspircd stop >/dev/null 2>&1 || true; fi
+    else
+        echo "bench: inspircd is missing: install it (apt-get install inspircd) to compare with it" >&2
     fi
 fi
 

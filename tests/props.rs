@@ -501,7 +501,11 @@ impl Outbox for Recorder {
     fn send(&mut self, conn: ConnId, event: Event<'_>) {
         let mut bytes = Vec::new();
         line::render(Lang::Id, &event, &mut bytes);
-        self.did.push(Did::Send(conn, bytes));
+        // The line protocol says nothing for some events (a login, told to
+        // the others): nothing is sent, as in the server.
+        if !bytes.is_empty() {
+            self.did.push(Did::Send(conn, bytes));
+        }
     }
     fn close(&mut self, conn: ConnId) {
         self.did.push(Did::Close(conn));

@@ -82,6 +82,7 @@ pub fn run(args: DriveArgs) -> Result<(), String> {
         "chat" | "ours" => Proto::Chat,
         "floor" => Proto::Floor,
         "irc" | "ngircd" => Proto::Irc,
+        "irc-door" | "ours-irc" => Proto::IrcDoor,
         p => return Err(format!("unknown protocol {p:?} (chat, floor, irc)")),
     };
     if args.clients < 2 || args.senders == 0 || args.senders > args.clients {

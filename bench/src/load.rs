@@ -34,7 +34,13 @@ pub enum Proto {
     Floor,
     /// IRC: NICK/USER, JOIN one channel, PRIVMSG.
     Irc,
+    /// Our IRC door: NICK/USER, then NickServ REGISTER and IDENTIFY (a
+    /// login joins `#chat`, the one channel), PRIVMSG.
+    IrcDoor,
 }
+
+/// Our IRC door's one channel: everyone logged in.
+pub const DOOR_CHANNEL: &str = "#chat";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -53,6 +59,9 @@ struct Client {
     connected: bool,
     join: bool,
     state: State,
+    /// IRC: what to send once the server has said welcome (001): InspIRCd
+    /// refuses everything but registration before it.
+    after_welcome: Vec<u8>,
     /// The client side of TLS when the generator speaks through the TLS door.
     tls: Option<Box<rustls::ClientConnection>>,
 }
@@ -318,6 +327,7 @@ impl Gen {
             let sock = TcpStream::connect(self.addr).map_err(|e| format!("connect: {e}"))?;
             let name = format!("{}{}", op.prefix, i);
             let mut wbuf = Vec::new();
+            let mut after_welcome = Vec::new();
             let state = match self.proto {
                 Proto::Chat => {
                     wbuf.extend_from_slice(format!("regist {name} {PASSWORD}\n").as_bytes());
@@ -325,17 +335,23 @@ impl Gen {
                 }
                 // The floor greets each connection it accepts.
                 Proto::Floor => State::Waiting,
+                Proto::IrcDoor => {
+                    wbuf.extend_from_slice(
+                        format!("NICK {name}\r\nUSER {name} 0 * :bench\r\n").as_bytes(),
+                    );
+                    State::Waiting
+                }
                 Proto::Irc => {
                     wbuf.extend_from_slice(
                         format!("NICK {name}\r\nUSER {name} 0 * :bench\r\n").as_bytes(),
                     );
                     if i < op.opers {
-                        wbuf.extend_from_slice(
+                        after_welcome.extend_from_slice(
                             format!("OPER bench bench\r\nMODE {name} +F\r\n").as_bytes(),
                         );
                     }
                     if op.join {
-                        wbuf.extend_from_slice(format!("JOIN {CHANNEL}\r\n").as_bytes());
+                        after_welcome.extend_from_slice(format!("JOIN {CHANNEL}\r\n").as_bytes());
                     }
                     State::Waiting
                 }
@@ -353,6 +369,7 @@ impl Gen {
                 connected: false,
                 join: op.join,
                 state,
+                after_welcome,
                 tls,
             };
             self.poll
@@ -555,6 +572,7 @@ impl Gen {
         match self.proto {
             Proto::Chat => self.on_chat_line(idx, line),
             Proto::Irc => self.on_irc_line(idx, line),
+            Proto::IrcDoor => self.on_door_line(idx, line),
             Proto::Floor => {
                 if let Some(c) = self.clients.get_mut(idx)
                     && c.state != State::Ready
@@ -658,10 +676,21 @@ impl Gen {
             State::Login => format!("login {} {PASSWORD}\n", c.name),
             _ => return,
         };
+        let cmd = if self.proto == Proto::IrcDoor {
+            match c.state {
+                State::Regist => format!("PRIVMSG NickServ :REGISTER {PASSWORD}\r\n"),
+                _ => format!("PRIVMSG NickServ :IDENTIFY {PASSWORD}\r\n"),
+            }
+        } else {
+            cmd
+        };
         self.send_raw(idx, cmd.as_bytes());
     }
 
-    fn on_irc_line(&mut self, idx: usize, line: &[u8]) {
+    /// A line from our IRC door while logging in: the welcome (422) starts
+    /// the registration with NickServ, its answer the login, and the names
+    /// of `#chat` (366) end it.
+    fn on_door_line(&mut self, idx: usize, line: &[u8]) {
         if let Some(rest) = line.strip_prefix(b"PING") {
             let mut pong = b"PONG".to_vec();
             pong.extend_from_slice(rest);
@@ -672,7 +701,46 @@ impl Gen {
         let Some(c) = self.clients.get_mut(idx) else {
             return;
         };
-        if c.state != State::Waiting {
+        let code = line.split(|&b| b == b' ').nth(1).unwrap_or_default();
+        let says = |text: &[u8]| line.ends_with(text);
+        match c.state {
+            State::Waiting if code == b"422" => {
+                c.state = State::Regist;
+                self.auth_command(idx);
+            }
+            State::Regist
+                if says(b":Anda berhasil terdaftar") || says(b":Username telah dipakai") =>
+            {
+                c.state = State::Login;
+                self.auth_command(idx);
+            }
+            State::Login if code == b"366" => {
+                c.state = State::Ready;
+                self.ready += 1;
+            }
+            State::Regist | State::Login if says(b":Server sibuk, coba lagi nanti") => {
+                self.retries
+                    .push((Instant::now() + Duration::from_millis(20), idx));
+            }
+            State::Waiting | State::Regist | State::Login
+                if code == b"464"
+                    || says(b":Username atau Password anda Salah")
+                    || line.starts_with(b"ERROR") =>
+            {
+                eprintln!("chat-bench: {}: {}", c.name, String::from_utf8_lossy(line));
+                c.state = State::Failed;
+                self.failed += 1;
+            }
+            _ => {}
+        }
+    }
+
+    fn on_irc_line(&mut self, idx: usize, line: &[u8]) {
+        if let Some(rest) = line.strip_prefix(b"PING") {
+            let mut pong = b"PONG".to_vec();
+            pong.extend_from_slice(rest);
+            pong.extend_from_slice(b"\r\n");
+            self.send_raw(idx, &pong);
             return;
         }
         let code = line
@@ -680,6 +748,22 @@ impl Gen {
             .nth(1)
             .unwrap_or_default()
             .to_vec();
+        if code == b"001" {
+            let after = self
+                .clients
+                .get_mut(idx)
+                .map(|c| std::mem::take(&mut c.after_welcome))
+                .unwrap_or_default();
+            if !after.is_empty() {
+                self.send_raw(idx, &after);
+            }
+        }
+        let Some(c) = self.clients.get_mut(idx) else {
+            return;
+        };
+        if c.state != State::Waiting {
+            return;
+        }
         let ready = match code.as_slice() {
             b"366" => c.join,
             b"376" | b"422" => !c.join,
@@ -733,10 +817,19 @@ impl Gen {
             (Proto::Irc, Dest::Everyone) => {
                 line.extend_from_slice(format!("PRIVMSG {SERVER_MASK} :").as_bytes());
             }
+            (Proto::IrcDoor, Dest::To(i)) => {
+                line.extend_from_slice(b"PRIVMSG ");
+                line.extend_from_slice(to_name(self, i).as_bytes());
+                line.extend_from_slice(b" :");
+            }
+            // Everyone logged in is in the one channel.
+            (Proto::IrcDoor, Dest::All | Dest::Everyone) => {
+                line.extend_from_slice(format!("PRIVMSG {DOOR_CHANNEL} :").as_bytes());
+            }
             _ => {}
         }
         let _ = write!(line, "^{}{ts}^{seq}^{from}^{phase}^{PAD}", char::from(kind));
-        line.extend_from_slice(if self.proto == Proto::Irc {
+        line.extend_from_slice(if matches!(self.proto, Proto::Irc | Proto::IrcDoor) {
             b"\r\n"
         } else {
             b"\n"

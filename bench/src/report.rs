@@ -1,5 +1,7 @@
-//! Medians over the repetitions, ratios ours/ngircd and ours/floor, the
-//! targets of issues 6 and 11, Markdown tables and an SVG chart.
+//! Medians over the repetitions, ratios ours/ngircd (and ours-irc/ngircd
+//! and ours-irc/inspircd: our IRC door on the IRC servers' own workload) and
+//! ours/floor, the targets of issues 6, 11 and 14, Markdown tables and an
+//! SVG chart.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::scenarios::FloodCase;
 
-pub const SERVERS: [&str; 3] = ["floor", "ours", "ngircd"];
+pub const SERVERS: [&str; 5] = ["floor", "ours", "ours-irc", "ngircd", "inspircd"];
 
 /// The figures shown per scenario, in order, with their unit.
 fn metrics(scenario: &str) -> &'static [(&'static str, &'static str)] {
@@ -201,14 +203,20 @@ pub fn targets(
     let mut add = |text: String, measured: String, met: Option<bool>| {
         out.push(json!({"target": text, "measured": measured, "met": met}));
     };
-    for &c in plan_clients {
-        let row = find(rows, "fanout", &format!("C={c} max"), "cpu_ms_per_1000");
-        let r = row.and_then(|r| r.ratio("ours", "ngircd"));
-        add(
-            format!("CPU per delivery at max rate, C={c}: ours <= 1/4 of ngircd"),
-            r.map_or("-".into(), |r| format!("ours/ngircd = {r:.3}")),
-            r.map(|r| r <= 0.25),
-        );
+    for (ours, theirs) in [
+        ("ours", "ngircd"),
+        ("ours-irc", "ngircd"),
+        ("ours-irc", "inspircd"),
+    ] {
+        for &c in plan_clients {
+            let row = find(rows, "fanout", &format!("C={c} max"), "cpu_ms_per_1000");
+            let r = row.and_then(|r| r.ratio(ours, theirs));
+            add(
+                format!("CPU per delivery at max rate, C={c}: {ours} <= 1/4 of {theirs}"),
+                r.map_or("-".into(), |r| format!("{ours}/{theirs} = {r:.3}")),
+                r.map(|r| r <= 0.25),
+            );
+        }
     }
     let row = find(rows, "fanout", "C=1000 100k/s", "p99_ms");
     let (rn, rf) = (
@@ -331,21 +339,25 @@ pub fn markdown(rows: &[Row], flood: &[FloodRow], targets: &[Value], header: &st
     s.push('\n');
     if !rows.is_empty() {
         s.push_str(
-            "\n| scenario | case | figure | floor | ours | ngircd | ours/ngircd | ours/floor |\n",
+            "\n| scenario | case | figure | floor | ours | ours-irc | ngircd | inspircd | ours/ngircd | ours-irc/ngircd | ours-irc/inspircd | ours/floor |\n",
         );
-        s.push_str("|---|---|---|---:|---:|---:|---:|---:|\n");
+        s.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     }
     for r in rows {
         let get = |k: &str| r.values.get(k).copied();
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.scenario,
             r.case,
             r.label,
             fmt(get("floor")),
             fmt(get("ours")),
+            fmt(get("ours-irc")),
             fmt(get("ngircd")),
+            fmt(get("inspircd")),
             fmt(r.ratio("ours", "ngircd")),
+            fmt(r.ratio("ours-irc", "ngircd")),
+            fmt(r.ratio("ours-irc", "inspircd")),
             fmt(r.ratio("ours", "floor")),
         ));
     }
@@ -370,10 +382,12 @@ pub fn markdown(rows: &[Row], flood: &[FloodRow], targets: &[Value], header: &st
     s
 }
 
-const COLORS: [RGBColor; 3] = [
+const COLORS: [RGBColor; 5] = [
     RGBColor(120, 120, 120),
     RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
 ];
 
 /// One panel of grouped bars: for each case, one bar per server.

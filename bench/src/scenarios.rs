@@ -99,6 +99,15 @@ fn fmt_rate(r: f64) -> String {
 }
 
 /// Fan-out: C clients, 10 senders, fixed rates then a closed-loop maximum.
+/// A generator for `kind`'s protocol, with its login window.
+fn gen_for(kind: Kind, addr: std::net::SocketAddr) -> Result<Gen, String> {
+    let mut g = Gen::new(kind.proto(), addr)?;
+    if kind == Kind::Inspircd {
+        g.set_open_window(500);
+    }
+    Ok(g)
+}
+
 pub fn fanout(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, String> {
     let mut out = Vec::new();
     for &c in &plan.clients {
@@ -113,7 +122,7 @@ pub fn fanout(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, St
         )?;
         let mut holder: Option<Gen> = None;
         let result = (|| -> Result<(), String> {
-            let g = holder.insert(Gen::new(kind.proto(), server.addr)?);
+            let g = holder.insert(gen_for(kind, server.addr)?);
             let setup = g.open_all("u", c, SENDERS, true, Duration::from_secs(120))?;
             // A barrier: everyone is in before the load starts.
             g.broadcast_time(0, Dest::All, c - 1, Duration::from_secs(30))?;
@@ -201,11 +210,11 @@ pub fn connections(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value
     let result = (|| -> Result<Value, String> {
         std::thread::sleep(Duration::from_millis(200));
         let rss0 = crate::sys::process_rss(server.pid);
-        let g = holder.insert(Gen::new(kind.proto(), server.addr)?);
+        let g = holder.insert(gen_for(kind, server.addr)?);
         // IRC: no channel (N joins would send N²/2 JOIN lines); the broadcast
         // is an operator's PRIVMSG to the server mask.
         let setup = g.open_all("u", n, 1, false, Duration::from_secs(300))?;
-        let dest = if kind == Kind::Ngircd {
+        let dest = if matches!(kind, Kind::Ngircd | Kind::Inspircd) {
             Dest::Everyone
         } else {
             Dest::All
@@ -235,7 +244,7 @@ pub fn connections(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value
             "case": format!("N={n}"),
             "server": kind.name(),
             "clients": n,
-            "hash_params": if kind == Kind::Ours { LOW_HASH } else { "" },
+            "hash_params": if matches!(kind, Kind::Ours | Kind::OursIrc) { LOW_HASH } else { "" },
             "rss_start_bytes": rss0,
             "rss_bytes": rss1,
             "rss_per_conn_bytes": per_conn,
@@ -273,7 +282,7 @@ pub fn storm(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, Str
     let rss_start = crate::sys::process_rss(server.pid);
     let mut holder: Option<Gen> = None;
     let result = (|| -> Result<Value, String> {
-        let g = holder.insert(Gen::new(kind.proto(), server.addr)?);
+        let g = holder.insert(gen_for(kind, server.addr)?);
         g.open_all("p", 2, 0, false, Duration::from_secs(30))?;
         let ping = |g: &mut Gen, until: &mut dyn FnMut(&mut Gen) -> Result<bool, String>| {
             g.ping_start();
@@ -312,7 +321,8 @@ pub fn storm(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, Str
         let mib = |bytes: u64| (bytes > 0).then(|| bytes as f64 / 1048576.0);
         let (rss_start_mib, rss_after_mib) = (mib(rss_start), mib(rss_after));
         let rss_growth_mib = rss_start_mib.zip(rss_after_mib).map(|(a, b)| b - a);
-        let auth_threads = (kind == Kind::Ours).then(|| launch.default_auth_threads());
+        let auth_threads =
+            matches!(kind, Kind::Ours | Kind::OursIrc).then(|| launch.default_auth_threads());
         let done = if timed_out { g.len() - 2 } else { s };
         let p = |v: &[u64], q| percentile(v, q) as f64 / 1e6;
         let logins_per_s = s as f64 / storm_time.as_secs_f64();

@@ -12,12 +12,16 @@ use crate::load::Proto;
 const NGIRCD_CONF: &str = include_str!("../ngircd.conf.in");
 /// ngircd with its default flood protection, for the flood scenario.
 const NGIRCD_DEFAULT_CONF: &str = include_str!("../ngircd-default.conf.in");
+const INSPIRCD_CONF: &str = include_str!("../inspircd.conf.in");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Floor,
     Ours,
+    /// Ours, driven through its IRC door: the same IRC workload as ngircd.
+    OursIrc,
     Ngircd,
+    Inspircd,
 }
 
 impl Kind {
@@ -25,7 +29,9 @@ impl Kind {
         match self {
             Kind::Floor => "floor",
             Kind::Ours => "ours",
+            Kind::OursIrc => "ours-irc",
             Kind::Ngircd => "ngircd",
+            Kind::Inspircd => "inspircd",
         }
     }
 
@@ -33,7 +39,9 @@ impl Kind {
         match s {
             "floor" => Some(Kind::Floor),
             "ours" => Some(Kind::Ours),
+            "ours-irc" => Some(Kind::OursIrc),
             "ngircd" => Some(Kind::Ngircd),
+            "inspircd" => Some(Kind::Inspircd),
             _ => None,
         }
     }
@@ -42,7 +50,8 @@ impl Kind {
         match self {
             Kind::Floor => Proto::Floor,
             Kind::Ours => Proto::Chat,
-            Kind::Ngircd => Proto::Irc,
+            Kind::OursIrc => Proto::IrcDoor,
+            Kind::Ngircd | Kind::Inspircd => Proto::Irc,
         }
     }
 }
@@ -53,6 +62,7 @@ pub struct Launch {
     pub chat_server: PathBuf,
     pub chat_bench: PathBuf,
     pub ngircd: Option<PathBuf>,
+    pub inspircd: Option<PathBuf>,
     pub server_cpu: Option<usize>,
     pub taskset: bool,
     pub work_dir: PathBuf,
@@ -128,10 +138,16 @@ impl Launch {
                 self.chat_bench.clone(),
                 vec!["floor".into(), "--port".into(), port.to_string()],
             ),
-            Kind::Ours => {
+            Kind::Ours | Kind::OursIrc => {
                 let mut args = vec![
                     "--port".into(),
-                    port.to_string(),
+                    if kind == Kind::OursIrc {
+                        // The line door on another port; the load goes to
+                        // the IRC door, on `addr`.
+                        free_port()?.to_string()
+                    } else {
+                        port.to_string()
+                    },
                     "--accounts".into(),
                     ":memory:".into(),
                     "--history".into(),
@@ -150,6 +166,10 @@ impl Launch {
                     args.push(h.into());
                 }
                 args.extend(opts.ours_flags.iter().map(|f| f.to_string()));
+                if kind == Kind::OursIrc {
+                    args.push("--irc-port".into());
+                    args.push(port.to_string());
+                }
                 args.extend_from_slice(more_args);
                 (self.chat_server.clone(), args)
             }
@@ -174,6 +194,27 @@ impl Launch {
                 (
                     program,
                     vec!["-n".into(), "-f".into(), path.display().to_string()],
+                )
+            }
+            Kind::Inspircd => {
+                let program = self
+                    .inspircd
+                    .clone()
+                    .ok_or("inspircd is not installed (make bench installs it)")?;
+                let dir = self.work_dir.join("inspircd");
+                fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                let conf = INSPIRCD_CONF
+                    .replace("@PORT@", &port.to_string())
+                    .replace("@DIR@", &dir.display().to_string());
+                let path = dir.join("inspircd.conf");
+                fs::write(&path, conf).map_err(|e| format!("{}: {e}", path.display()))?;
+                (
+                    program,
+                    vec![
+                        "--runasroot".into(),
+                        "--nofork".into(),
+                        format!("--config={}", path.display()),
+                    ],
                 )
             }
         };

@@ -10,7 +10,9 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use chat::core::chat::ChatConfig;
 use chat::core::limits::{Exempt, LimitsConfig};
-use chat::server::{HistorySettings, Server, ServerConfig, TlsDoorConfig, raise_fd_limit};
+use chat::server::{
+    HistorySettings, IrcDoorConfig, Server, ServerConfig, TlsDoorConfig, raise_fd_limit,
+};
 use chat::store::accounts::HashParams;
 use chat::store::history::{Commit, HistoryPlace};
 use chat::wire::protocol::Lang;
@@ -102,6 +104,14 @@ struct Args {
     /// Port of the TLS door, on the same host (0 picks a free one).
     #[arg(long, default_value_t = 10001)]
     tls_port: u16,
+    /// Opens the IRC door on this port, same host (6667 is the usual; 0
+    /// picks a free one). Off by default.
+    #[arg(long)]
+    irc_port: Option<u16>,
+    /// Seconds an IRC client may stay silent before it is sent PING; one
+    /// silent as long again is dropped (checked every 5 s).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    irc_ping: u64,
 }
 
 /// `--lang id|en`. Parsed here rather than by a clap derive on [`Lang`], so
@@ -184,6 +194,10 @@ fn run(args: Args) -> Result<(), String> {
             }),
             _ => None,
         },
+        irc: args.irc_port.map(|port| IrcDoorConfig {
+            addr: SocketAddr::new(addr.ip(), port),
+            ping: Duration::from_secs(args.irc_ping),
+        }),
     };
     Server::bind(config)?.run()
 }

@@ -145,6 +145,13 @@ pub trait Outbox {
             }
         }
     }
+
+    /// Delivers what [`broadcast`](Self::broadcast) gathered, now. A door
+    /// that tells its connection something by its own means (IRC's
+    /// replies to its own lines) calls it first, so that what others said
+    /// earlier arrives earlier. Nothing to do for an outbox that does not
+    /// gather.
+    fn deliver_gathered(&mut self) {}
 }
 
 /// Who a broadcast goes to: every logged-in connection, and a version number
@@ -447,6 +454,41 @@ impl Chat {
     /// Whether `id` may be fed its next line.
     pub fn flow(&self, id: ConnId) -> Flow {
         self.session(id).map_or(Flow::Closed, Session::flow)
+    }
+
+    /// Runs a command that a dialect other than the line protocol parsed
+    /// (IRC's `PRIVMSG`, `NAMES`, SASL, ...), with the rules of a line:
+    /// same call protocol, same replies, no prompt dialogue. Message text in
+    /// `command` must already be cleaned ([`clean_line`]) and trimmed, as
+    /// [`line`](Self::line) does for its own.
+    pub fn run(
+        &mut self,
+        id: ConnId,
+        command: Command<'_>,
+        now: Instant,
+        out: &mut impl Outbox,
+    ) -> Flow {
+        match self.session(id).map(Session::flow) {
+            Some(Flow::Ready) => {}
+            Some(flow) => {
+                debug_assert!(false, "command run on a connection that is not ready");
+                return flow;
+            }
+            None => return Flow::Closed,
+        }
+        self.command(id, command, now, out);
+        self.flow(id)
+    }
+
+    /// The name `id` is logged in as, if any.
+    pub fn user_of(&self, id: ConnId) -> Option<&str> {
+        self.session(id).and_then(|s| s.user.as_deref())
+    }
+
+    /// Everyone online, in byte order (for a door that shows who is there
+    /// without a `list-user` reply, such as IRC's `WHO`).
+    pub fn users(&self) -> Users<'_> {
+        Users(&self.online)
     }
 
     fn command(&mut self, id: ConnId, command: Command<'_>, now: Instant, out: &mut impl Outbox) {
@@ -817,8 +859,14 @@ impl Chat {
                     self.online.insert(name.clone(), id);
                     self.online_conns.push(id);
                     self.online_version += 1;
-                    out.send(id, Event::Reply(Reply::LoginOk));
+                    let users = Users(&self.online);
+                    out.send(id, Event::LoggedIn { user: &name, users });
                     self.deliver_waiting(id, &name, out);
+                    let to = Audience {
+                        conns: &self.online_conns,
+                        version: self.online_version,
+                    };
+                    out.broadcast(to, id, Event::Online(&name));
                 }
             }
         }

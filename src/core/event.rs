@@ -30,6 +30,14 @@ pub enum Event<'a> {
     Chat { from: &'a str, text: &'a str },
     /// `user` left (logged out, quit, or was disconnected).
     Offline(&'a str),
+    /// This connection has just logged in as `user`; `users` is everyone
+    /// online, `user` included. The line protocol says `LOGIN_OK`; a door
+    /// with a channel (IRC) shows the channel and who is in it.
+    LoggedIn { user: &'a str, users: Users<'a> },
+    /// `user` logged in, through any door; told to everyone else online.
+    /// The line protocol says nothing (the seed had no login notice); IRC
+    /// shows a JOIN.
+    Online(&'a str),
     /// `send-to` named a registered user who is not online, and the message
     /// is on disk for them (`STORED`, SPEC section 9).
     Stored(&'a str),
@@ -71,5 +79,20 @@ impl<'a> Users<'a> {
     /// The names, in byte order.
     pub fn names(&self) -> impl Iterator<Item = &'a str> + 'a {
         self.0.keys().map(|name| &**name)
+    }
+
+    /// Whether `name` (exactly) is online.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    /// How many are online.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Nobody is online.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }

@@ -16,12 +16,13 @@
 //! the bytes stay in the kernel, and reading resumes when the hash is done.
 //! WRITABLE interest is registered only while output is pending.
 //!
-//! Doors (SPEC section 8): the plain listener always, and the TLS listener
-//! when `--tls-cert`/`--tls-key` are given. Both sit in the one [`Poll`] and
-//! feed the one [`Chat`]; a door only decides a new connection's
-//! [`Transport`] and [`Dialect`]. A TLS connection enters the core when it is
-//! accepted, like any other (so `--max-clients` and the login timeout count
-//! it), and is closed if its handshake has not finished within
+//! Doors (SPEC section 8): the plain listener always, the TLS listener
+//! when `--tls-cert`/`--tls-key` are given, and the IRC listener with
+//! `--irc-port`. All sit in the one [`Poll`] and feed the one [`Chat`]; a
+//! door only decides a new connection's [`Transport`] and [`Dialect`], so
+//! every limit holds for all alike. A TLS connection enters the core when
+//! it is accepted, like any other (so `--max-clients` and the login timeout
+//! count it), and is closed if its handshake has not finished within
 //! [`HANDSHAKE_TIMEOUT`].
 
 pub mod connection;
@@ -29,7 +30,7 @@ mod outbox;
 pub mod output;
 mod sockets;
 
-use self::outbox::{Batch, Io, Queues, queue};
+use self::outbox::{Batch, Io, Queues, queue, shed};
 pub use self::sockets::raise_fd_limit;
 use self::sockets::{
     listen, open_reserve, out_of_descriptors, refuse, release_free_memory, reregister,
@@ -61,12 +62,14 @@ use crate::transport::Transport;
 use crate::transport::tls::{self, HANDSHAKE_TIMEOUT, TlsTransport};
 use crate::wire::dialect::{Dialect, Fed, Input};
 use crate::wire::framing::READ_CHUNK;
+use crate::wire::irc::Keepalive;
 use crate::wire::protocol::Lang;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 const TLS_LISTENER: Token = Token(usize::MAX - 4);
+const IRC_LISTENER: Token = Token(usize::MAX - 5);
 
 /// A reader this far behind is disconnected (SPEC section 5).
 pub const MAX_OUTPUT: usize = 1024 * 1024;
@@ -123,6 +126,8 @@ pub struct ServerConfig {
     pub history: HistorySettings,
     /// The TLS door, when its flags are given.
     pub tls: Option<TlsDoorConfig>,
+    /// The IRC door (SPEC 8.3), when `--irc-port` is given.
+    pub irc: Option<IrcDoorConfig>,
 }
 
 /// `--history`, `--replay`, `--history-days` (SPEC section 9).
@@ -159,11 +164,21 @@ pub struct TlsDoorConfig {
     pub key: PathBuf,
 }
 
+/// Where the IRC door listens, and how it keeps silent clients in check.
+#[derive(Debug, Clone)]
+pub struct IrcDoorConfig {
+    pub addr: SocketAddr,
+    /// A client silent this long is sent `PING`; one silent for as long
+    /// again is dropped. Checked every [`SWEEP_EVERY`].
+    pub ping: Duration,
+}
+
 /// Which listener a connection came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Door {
     Plain,
     Tls,
+    Irc,
 }
 
 /// The TLS door while it is open.
@@ -186,6 +201,9 @@ pub struct Server {
     /// TLS connections whose handshake must be over by the given moment, in
     /// order (the timeout is the same for all).
     handshakes: VecDeque<(Instant, ConnId)>,
+    /// The IRC door's listener and address, with `--irc-port`.
+    irc_listener: Option<TcpListener>,
+    irc_addr: Option<SocketAddr>,
     signals: Signals,
     chat: Chat,
     io: Io,
@@ -285,6 +303,14 @@ impl Server {
             }
             None => None,
         };
+        let (irc_listener, irc_addr) = match &config.irc {
+            Some(door) => {
+                let (listener, addr) = listen(&poll, door.addr, IRC_LISTENER)
+                    .map_err(|e| format!("IRC door: cannot listen on {}: {e}", door.addr))?;
+                (Some(listener), Some(addr))
+            }
+            None => (None, None),
+        };
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| format!("cannot register signals: {e}"))?;
@@ -305,6 +331,8 @@ impl Server {
             local_addr,
             tls,
             handshakes: VecDeque::new(),
+            irc_listener,
+            irc_addr,
             signals,
             chat,
             io: Io {
@@ -345,6 +373,11 @@ impl Server {
         self.tls.as_ref().map(|door| door.local_addr)
     }
 
+    /// The IRC door's address, when it is open.
+    pub fn irc_addr(&self) -> Option<SocketAddr> {
+        self.irc_addr
+    }
+
     /// Runs until SIGINT or SIGTERM, then flushes for a bounded moment.
     pub fn run(mut self) -> Result<(), String> {
         info!(
@@ -354,6 +387,9 @@ impl Server {
         // After the plain door's line, which scripts take as "ready".
         if let Some(addr) = self.tls_addr() {
             info!("TLS listening on {addr}");
+        }
+        if let Some(addr) = self.irc_addr {
+            info!("IRC listening on {addr}");
         }
         let mut events = Events::with_capacity(1024);
         loop {
@@ -374,6 +410,7 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(Door::Plain, now),
                     TLS_LISTENER => self.accept(Door::Tls, now),
+                    IRC_LISTENER => self.accept(Door::Irc, now),
                     WAKER => self.finish_auth(now),
                     SIGNALS => {
                         if self.on_signals() {
@@ -456,6 +493,7 @@ impl Server {
         match door {
             Door::Plain => self.listener.as_ref(),
             Door::Tls => self.tls.as_ref().and_then(|d| d.listener.as_ref()),
+            Door::Irc => self.irc_listener.as_ref(),
         }
     }
 
@@ -519,7 +557,7 @@ impl Server {
             }
             self.refusing = false;
             let transport = match door {
-                Door::Plain => Transport::Plain,
+                Door::Plain | Door::Irc => Transport::Plain,
                 Door::Tls => {
                     let Some(config) = self.tls.as_ref().map(|d| Arc::clone(&d.config)) else {
                         return;
@@ -533,7 +571,11 @@ impl Server {
                     }
                 }
             };
-            self.open(socket, peer, transport, Dialect::Line, now);
+            let dialect = match door {
+                Door::Irc => Dialect::irc(now),
+                Door::Plain | Door::Tls => Dialect::Line,
+            };
+            self.open(socket, peer, transport, dialect, now);
         }
     }
 
@@ -706,20 +748,37 @@ impl Server {
         let id = conn.id;
         let at_eof = conn.peer_eof;
         // The buffer and dialect leave the connection while the core runs,
-        // because the core writes into the connections.
+        // because the core writes into the connections. A stand-in of the
+        // same kind stays, so a batch delivered meanwhile reaches this
+        // connection in its own dialect.
         let mut lines = std::mem::take(&mut conn.lines);
-        let mut dialect = std::mem::replace(&mut conn.dialect, Dialect::Line);
+        let stand_in = conn.dialect.stand_in(now);
+        let mut dialect = std::mem::replace(&mut conn.dialect, stand_in);
         let mut bucket = conn.bucket;
         let input = Input {
             lines: &mut lines,
             at_eof,
             bucket: &mut bucket,
+            lang: self.io.lang,
         };
         let fed = dialect.feed(id, input, &mut self.chat, now, &mut self.io);
         if let Some(conn) = self.io.conns.get_mut(key) {
             conn.lines = lines;
             conn.dialect = dialect;
             conn.bucket = bucket;
+            // What the dialect said to this connection while it was out.
+            let said = conn.dialect.take_output();
+            if !said.is_empty() && conn.phase != Phase::Doomed {
+                queue(key, conn, &said, &mut self.io.queues);
+            }
+            conn.dialect.restore_output(said);
+            if self.io.queues.total_output > self.io.queues.max_total_output {
+                shed(&mut self.io.conns, &mut self.io.queues);
+            }
+            let Some(conn) = self.io.conns.get_mut(key) else {
+                self.settle();
+                return;
+            };
             if conn.phase == Phase::Open {
                 match fed {
                     Fed::Flow(Flow::Held) => conn.phase = Phase::Held,
@@ -959,9 +1018,29 @@ impl Server {
         }
         if self.next_sweep <= now {
             self.next_sweep = now + SWEEP_EVERY;
-            for (_, conn) in self.io.conns.iter_mut() {
+            let ping = self.config.irc.as_ref().map(|door| door.ping);
+            let mut silent = Vec::new();
+            for (key, conn) in self.io.conns.iter_mut() {
                 self.freed_since_trim +=
                     conn.out.sweep() + conn.lines.sweep() + conn.transport.sweep();
+                if let Some(every) = ping
+                    && matches!(conn.phase, Phase::Open | Phase::Held | Phase::Paused)
+                {
+                    match conn.dialect.keepalive(now, every) {
+                        Keepalive::Quiet => {}
+                        Keepalive::Ping(bytes) => queue(key, conn, bytes, &mut self.io.queues),
+                        Keepalive::Drop(bytes) => {
+                            queue(key, conn, bytes, &mut self.io.queues);
+                            silent.push(key);
+                        }
+                    }
+                }
+            }
+            for key in silent {
+                if let Some(conn) = self.io.conns.get(key) {
+                    info!("{}: no answer to PING, closing", conn.peer);
+                }
+                self.begin_close(key);
             }
             if self.freed_since_trim >= TRIM_AFTER {
                 self.freed_since_trim = 0;
@@ -972,6 +1051,7 @@ impl Server {
             self.accept_paused_until = None;
             self.accept(Door::Plain, now);
             self.accept(Door::Tls, now);
+            self.accept(Door::Irc, now);
         }
     }
 
@@ -1007,6 +1087,9 @@ impl Server {
     /// Stops accepting and flushes what it can within [`SHUTDOWN_FLUSH`].
     fn shutdown(&mut self, events: &mut Events) {
         if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        if let Some(mut listener) = self.irc_listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         if let Some(mut listener) = self.tls.as_mut().and_then(|d| d.listener.take()) {

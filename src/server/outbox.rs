@@ -338,7 +338,18 @@ impl Outbox for Io {
         }
     }
 
+    fn deliver_gathered(&mut self) {
+        self.deliver_batch();
+    }
+
     fn broadcast(&mut self, to: Audience<'_>, except: ConnId, event: Event<'_>) {
+        if !(0..Dialect::KINDS)
+            .any(|kind| self.open_by_kind[kind] > 0 && Dialect::says_broadcast(kind, &event))
+        {
+            // Nobody present says anything for it (a login, with no IRC
+            // reader): not even a pass over the audience.
+            return;
+        }
         if self.batch.version != Some(to.version) {
             self.deliver_batch();
             self.batch.version = Some(to.version);

@@ -12,17 +12,21 @@ use mio::{Interest, Poll, Registry, Token};
 
 use super::connection::Connection;
 use super::{BACKLOG, Door, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES};
+use crate::core::chat::Event;
+use crate::wire::dialect::Dialect;
 use crate::wire::protocol::{Lang, Reply};
 
-/// Tells a connection the server cannot take it, and lets it go. Through
-/// the TLS door there is no handshake to say it in: the connection is just
-/// closed.
+/// Tells a connection the server cannot take it, in its door's dialect,
+/// and lets it go. Through the TLS door there is no handshake to say it
+/// in: the connection is just closed.
 pub(super) fn refuse(mut socket: TcpStream, door: Door, lang: Lang) {
-    if door == Door::Tls {
-        return;
-    }
-    let mut line = Reply::ServerFull.text(lang).as_bytes().to_vec();
-    line.push(b'\n');
+    let kind = match door {
+        Door::Tls => return,
+        Door::Plain => 0,
+        Door::Irc => Dialect::IRC,
+    };
+    let mut line = Vec::new();
+    Dialect::render_broadcast(kind, lang, &Event::Reply(Reply::ServerFull), &mut line);
     let _ = socket.write(&line);
     let _ = socket.shutdown(Shutdown::Write);
 }

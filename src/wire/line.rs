@@ -7,7 +7,7 @@
 use std::io::Write as _;
 
 use crate::core::event::{Event, Prompt};
-use crate::wire::protocol::{self, Lang, PROMPT_PASSWORD, PROMPT_USERNAME};
+use crate::wire::protocol::{self, Lang, PROMPT_PASSWORD, PROMPT_USERNAME, Reply};
 use crate::wire::when;
 
 /// Appends `event`, as the line protocol says it in `lang`, to `out`.
@@ -38,6 +38,12 @@ pub fn render(lang: Lang, event: &Event<'_>, out: &mut Vec<u8>) {
             out.push(b'[');
             push_tagged(out, from, text);
         }
+        Event::LoggedIn { .. } => {
+            out.extend_from_slice(Reply::LoginOk.text(lang).as_bytes());
+            out.push(b'\n');
+        }
+        // No login notice, as in the seed (SPEC section 2).
+        Event::Online(_) => {}
         Event::Offline(user) => {
             let _ = match lang {
                 Lang::Id => writeln!(out, "Teman anda [{user}] telah offline"),
