@@ -86,6 +86,9 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// (and other connections would wait).
 pub const READ_BUDGET: usize = 16 * READ_CHUNK;
 
+/// TLS handshake steps taken per poll turn at most (see `read`).
+const HANDSHAKES_PER_TURN: usize = 16;
+
 /// How long shutdown may spend flushing output.
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(500);
 
@@ -211,6 +214,8 @@ pub struct Server {
     /// Connections the server closed, with the moment they are dropped at the
     /// latest, in order.
     lingering: VecDeque<(Instant, ConnId)>,
+    /// TLS handshake reads done this turn (see [`HANDSHAKES_PER_TURN`]).
+    handshakes_this_turn: usize,
     /// Connections over their flood allowance, by when they may go on.
     paused: BinaryHeap<Reverse<(Instant, ConnId)>>,
     /// Generation of the next connection: with the slab key, its [`ConnId`].
@@ -353,6 +358,7 @@ impl Server {
             config,
             lingering: VecDeque::new(),
             paused: BinaryHeap::new(),
+            handshakes_this_turn: 0,
             next_generation: 0,
             accept_paused_until: None,
             out_of_descriptors: false,
@@ -393,6 +399,7 @@ impl Server {
         }
         let mut events = Events::with_capacity(1024);
         loop {
+            self.handshakes_this_turn = 0;
             let timeout = if self.io.queues.unread.is_empty() {
                 self.next_timeout(Instant::now())
             } else {
@@ -666,12 +673,20 @@ impl Server {
                 }
                 Phase::Open => {}
             }
-            if budget == 0 {
+            // A TLS handshake costs a few hundred microseconds of CPU: a burst
+            // of a thousand in one turn would hold chat up for a quarter of a
+            // second, so past a few per turn they wait for the next turn
+            // (which comes at once: the poll does not sleep while reads wait).
+            let handshake = conn.transport.is_handshaking();
+            if budget == 0 || (handshake && self.handshakes_this_turn >= HANDSHAKES_PER_TURN) {
                 if !conn.queued_read {
                     conn.queued_read = true;
                     self.io.queues.unread.push(key);
                 }
                 return;
+            }
+            if handshake {
+                self.handshakes_this_turn += 1;
             }
             if conn.peer_eof {
                 // Everything the peer sent has been answered.
