@@ -10,7 +10,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use chat::core::chat::ChatConfig;
 use chat::core::limits::{Exempt, LimitsConfig};
-use chat::server::{Server, ServerConfig, raise_fd_limit};
+use chat::server::{Server, ServerConfig, WebDoorConfig, raise_fd_limit};
 use chat::store::accounts::HashParams;
 use chat::wire::protocol::Lang;
 
@@ -74,6 +74,14 @@ struct Args {
     /// comma-separated CIDRs, or `none`.
     #[arg(long, default_value = "127.0.0.0/8,::1")]
     exempt: Exempt,
+    /// Port of the browser door (SPEC 8.2): the chat page and its WebSocket
+    /// over HTTP on the same host (0 picks a free one). Off unless given.
+    #[arg(long)]
+    web_port: Option<u16>,
+    /// Origins besides the page's own whose pages may open the chat's
+    /// WebSocket: whole `scheme://host[:port]` origins, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    web_origin: Vec<String>,
     /// Threads that hash passwords (default: one less than the cores, at least 1).
     #[arg(long)]
     auth_threads: Option<usize>,
@@ -141,6 +149,10 @@ fn run(args: Args) -> Result<(), String> {
         },
         hash_params: args.hash_params,
         auth_threads: args.auth_threads.unwrap_or(cores.saturating_sub(1)).max(1),
+        web: args.web_port.map(|port| WebDoorConfig {
+            addr: SocketAddr::new(addr.ip(), port),
+            origins: args.web_origin.clone(),
+        }),
     };
     Server::bind(config)?.run()
 }

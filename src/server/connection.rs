@@ -87,4 +87,11 @@ impl Connection {
             in_core: true,
         }
     }
+
+    /// Output not yet written: what the buffer holds plus what the
+    /// transport has staged (the browser door frames at flush time).
+    #[inline]
+    pub fn pending(&self) -> usize {
+        self.out.pending() + self.transport.staged()
+    }
 }

@@ -15,6 +15,13 @@
 //! core holds the connection (its last line waits on a password hash): then
 //! the bytes stay in the kernel, and reading resumes when the hash is done.
 //! WRITABLE interest is registered only while output is pending.
+//!
+//! Doors (SPEC section 8): the plain listener always, and the browser's web
+//! listener when `--web-port` is given. Both sit in the one [`Poll`] and feed
+//! the one [`Chat`]; a door only decides a new connection's [`Transport`]
+//! and [`Dialect`]. A browser connection enters the core when it is
+//! accepted, like any other (so `--max-clients` and the login timeout count
+//! it), whether it then asks for the page or for the WebSocket.
 
 pub mod connection;
 pub mod output;
@@ -40,6 +47,7 @@ use self::connection::{Connection, Phase};
 use crate::core::chat::{Audience, AuthJob, Chat, ChatConfig, ConnId, Event, Flow, Outbox};
 use crate::store::accounts::{AccountFile, AuthWorker, HashParams};
 use crate::transport::Transport;
+use crate::transport::web::{Site, WebTransport};
 use crate::wire::dialect::{Dialect, Fed, Input};
 use crate::wire::framing::READ_CHUNK;
 use crate::wire::protocol::{Lang, Reply};
@@ -47,6 +55,7 @@ use crate::wire::protocol::{Lang, Reply};
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+const WEB_LISTENER: Token = Token(usize::MAX - 5);
 
 /// A reader this far behind is disconnected (SPEC section 5).
 pub const MAX_OUTPUT: usize = 1024 * 1024;
@@ -99,6 +108,32 @@ pub struct ServerConfig {
     pub chat: ChatConfig,
     pub hash_params: HashParams,
     pub auth_threads: usize,
+    /// The browser door, when `--web-port` is given.
+    pub web: Option<WebDoorConfig>,
+}
+
+/// Where the browser door listens and whom it lets in (SPEC section 8.2).
+#[derive(Debug, Clone)]
+pub struct WebDoorConfig {
+    pub addr: SocketAddr,
+    /// Origins besides the page's own that may open the WebSocket
+    /// (`--web-origin`), whole `scheme://host[:port]` strings.
+    pub origins: Vec<String>,
+}
+
+/// Which listener a connection came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Door {
+    Plain,
+    Web,
+}
+
+/// The browser door while it is open.
+struct WebDoor {
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    /// The page and the origin rules, shared by every browser connection.
+    site: Arc<Site>,
 }
 
 /// Lists of connections the turn must come back to, and the output totals.
@@ -155,7 +190,7 @@ const MAX_BATCH: usize = 64 * 1024;
 /// The hot path of every delivery: kept small so it inlines into the loops.
 #[inline(always)]
 fn queue(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) {
-    if conn.out.pending() + message.len() > MAX_OUTPUT {
+    if conn.pending() + message.len() > MAX_OUTPUT {
         queue_behind(key, conn, message, queues);
         return;
     }
@@ -177,10 +212,12 @@ fn queue_behind(key: usize, conn: &mut Connection, message: &[u8], queues: &mut 
     // Only a reader that cannot take what is already pending is behind; one
     // that reads has had no chance yet this turn. A write error shows again,
     // and is handled, when the turn flushes.
-    if let Ok(n) = conn.transport.write(&mut conn.socket, &mut conn.out) {
-        queues.total_output -= n;
-    }
-    if conn.out.pending() + message.len() > MAX_OUTPUT {
+    // Framing can change what is pending (WebSocket headers), so account
+    // by the difference, not by the bytes written.
+    let before = conn.pending();
+    let _ = conn.transport.write(&mut conn.socket, &mut conn.out);
+    queues.total_output = queues.total_output - before + conn.pending();
+    if conn.pending() + message.len() > MAX_OUTPUT {
         warn!(
             "{}: more than {MAX_OUTPUT} bytes of output pending, disconnecting a reader that is too slow",
             conn.peer
@@ -200,7 +237,7 @@ fn queue_behind(key: usize, conn: &mut Connection, message: &[u8], queues: &mut 
 /// longer counts.
 fn doom(key: usize, conn: &mut Connection, queues: &mut Queues) {
     if conn.phase != Phase::Doomed {
-        queues.total_output -= conn.out.pending();
+        queues.total_output -= conn.pending();
         conn.phase = Phase::Doomed;
         queues.doomed.push(key);
     }
@@ -249,7 +286,7 @@ fn shed(conns: &mut Slab<Connection>, queues: &mut Queues) {
         let Some((key, _)) = conns
             .iter()
             .filter(|(_, c)| c.phase != Phase::Doomed)
-            .max_by_key(|(_, c)| c.out.pending())
+            .max_by_key(|(_, c)| c.pending())
         else {
             return;
         };
@@ -258,7 +295,7 @@ fn shed(conns: &mut Slab<Connection>, queues: &mut Queues) {
             "{}: all output buffers together over {} bytes, disconnecting the reader furthest behind ({} bytes pending)",
             conn.peer,
             queues.max_total_output,
-            conn.out.pending()
+            conn.pending()
         );
         doom(key, conn, queues);
     }
@@ -315,6 +352,8 @@ pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
+    /// The browser door, if `--web-port` was given.
+    web: Option<WebDoor>,
     signals: Signals,
     chat: Chat,
     io: Io,
@@ -372,22 +411,22 @@ impl Server {
             }
         });
         let worker = AuthWorker::spawn(config.auth_threads, store, config.hash_params, wake)?;
-        let mut listener = TcpListener::bind(config.addr)
+        let (listener, local_addr) = listen(&poll, config.addr, LISTENER)
             .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
-        // Listening again on a listening socket only updates its backlog.
-        // SAFETY: listen(2) on a descriptor we own; no memory is involved.
-        if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
-            warn!(
-                "cannot raise the listen backlog: {}",
-                io::Error::last_os_error()
-            );
-        }
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| format!("cannot read the listening address: {e}"))?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(|e| format!("cannot register the listener: {e}"))?;
+        let web = match &config.web {
+            Some(door) => {
+                let (listener, local_addr) =
+                    listen(&poll, door.addr, WEB_LISTENER).map_err(|e| {
+                        format!("web door (--web-port): cannot listen on {}: {e}", door.addr)
+                    })?;
+                Some(WebDoor {
+                    listener: Some(listener),
+                    local_addr,
+                    site: Arc::new(Site::new(config.lang, false, &door.origins)),
+                })
+            }
+            None => None,
+        };
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| format!("cannot register signals: {e}"))?;
@@ -395,6 +434,7 @@ impl Server {
             poll,
             listener: Some(listener),
             local_addr,
+            web,
             signals,
             chat: Chat::new(config.chat.clone(), accounts),
             io: Io {
@@ -428,12 +468,21 @@ impl Server {
         self.local_addr
     }
 
+    /// The browser door's address, when it is open.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().map(|door| door.local_addr)
+    }
+
     /// Runs until SIGINT or SIGTERM, then flushes for a bounded moment.
     pub fn run(mut self) -> Result<(), String> {
         info!(
             "listening on {} (max {} clients, language {:?})",
             self.local_addr, self.config.max_clients, self.config.lang
         );
+        // After the plain door's line, which scripts take as "ready".
+        if let Some(addr) = self.web_addr() {
+            info!("web listening on {addr}");
+        }
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = if self.io.queues.unread.is_empty() {
@@ -450,7 +499,8 @@ impl Server {
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(now),
+                    LISTENER => self.accept(Door::Plain, now),
+                    WEB_LISTENER => self.accept(Door::Web, now),
                     WAKER => self.finish_auth(now),
                     SIGNALS => {
                         if self.on_signals() {
@@ -503,8 +553,16 @@ impl Server {
         .map(|at| at.saturating_duration_since(now))
     }
 
-    /// Accepts until the backlog is empty.
-    fn accept(&mut self, now: Instant) {
+    /// The listener of a door, while it is open.
+    fn listener(&self, door: Door) -> Option<&TcpListener> {
+        match door {
+            Door::Plain => self.listener.as_ref(),
+            Door::Web => self.web.as_ref().and_then(|d| d.listener.as_ref()),
+        }
+    }
+
+    /// Accepts from a door until its backlog is empty.
+    fn accept(&mut self, door: Door, now: Instant) {
         if self.accept_paused_until.is_some() {
             return;
         }
@@ -513,7 +571,7 @@ impl Server {
         // retrying at once would spin.
         let mut errors_in_a_row = 0;
         loop {
-            let Some(listener) = &self.listener else {
+            let Some(listener) = self.listener(door) else {
                 return;
             };
             let (socket, peer) = match listener.accept() {
@@ -524,7 +582,7 @@ impl Server {
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if out_of_descriptors(&e) => {
-                    if !self.refuse_with_reserve(&e) {
+                    if !self.refuse_with_reserve(door, &e) {
                         self.accept_paused_until = Some(now + ACCEPT_RETRY);
                         return;
                     }
@@ -558,11 +616,22 @@ impl Server {
                         self.io.conns.len()
                     );
                 }
-                refuse(socket, self.config.lang);
+                refuse(socket, door, self.config.lang);
                 continue;
             }
             self.refusing = false;
-            self.open(socket, peer, Transport::Plain, Dialect::Line, now);
+            let transport = match door {
+                Door::Plain => Transport::Plain,
+                Door::Web => {
+                    let Some(site) = self.web.as_ref().map(|d| Arc::clone(&d.site)) else {
+                        return;
+                    };
+                    Transport::Web(Box::new(WebTransport::new(site)))
+                }
+            };
+            // A browser's WebSocket speaks the line protocol: the same chat
+            // as nc users.
+            self.open(socket, peer, transport, Dialect::Line, now);
         }
     }
 
@@ -570,7 +639,7 @@ impl Server {
     /// connection and tell it `SERVER_FULL`. Returns false when that is not
     /// possible (no reserve, or the system itself is out), so the caller
     /// pauses accepting instead of spinning.
-    fn refuse_with_reserve(&mut self, error: &io::Error) -> bool {
+    fn refuse_with_reserve(&mut self, door: Door, error: &io::Error) -> bool {
         if !self.out_of_descriptors {
             self.out_of_descriptors = true;
             warn!(
@@ -582,12 +651,12 @@ impl Server {
             return false;
         };
         drop(reserve);
-        let accepted = self.listener.as_ref().map(|l| l.accept());
+        let accepted = self.listener(door).map(|l| l.accept());
         let answered = matches!(accepted, Some(Ok(_)));
         self.reserve_fd = match accepted {
             Some(Ok((socket, peer))) => {
                 debug!("{peer}: refused, out of descriptors");
-                refuse(socket, self.config.lang);
+                refuse(socket, door, self.config.lang);
                 open_reserve()
             }
             _ => open_reserve(),
@@ -663,10 +732,20 @@ impl Server {
                 self.begin_close(key);
                 return;
             }
-            match conn
+            let before = conn.pending();
+            let result = conn
                 .transport
-                .read(&mut conn.socket, &mut conn.lines, &mut conn.out)
-            {
+                .read(&mut conn.socket, &mut conn.lines, &mut conn.out);
+            if conn.pending() != before {
+                // The transport answered by itself (an HTTP answer, a pong):
+                // that output counts and is flushed like any other.
+                self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
+                if !conn.queued_flush {
+                    conn.queued_flush = true;
+                    self.io.queues.flush.push(key);
+                }
+            }
+            match result {
                 Ok(0) => conn.peer_eof = true,
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
@@ -680,6 +759,13 @@ impl Server {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::InvalidData => {
+                    // The transport's last word is queued (an HTTP answer,
+                    // a close frame): send it, then close this connection.
+                    debug!("{}: {e}", conn.peer);
+                    self.begin_close(key);
+                    return;
+                }
                 Err(e) => {
                     debug!("{}: read failed: {e}", conn.peer);
                     self.drop_conn(key);
@@ -773,7 +859,9 @@ impl Server {
         conn.phase = Phase::Closing;
         conn.in_core = false;
         let id = conn.id;
+        let before = conn.pending();
         conn.transport.start_close(&mut conn.out);
+        self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
         if !conn.queued_flush {
             conn.queued_flush = true;
             self.io.queues.flush.push(key);
@@ -821,13 +909,15 @@ impl Server {
         if conn.phase == Phase::Doomed {
             return;
         }
-        match conn.transport.write(&mut conn.socket, &mut conn.out) {
-            Ok(n) => self.io.queues.total_output -= n,
-            Err(e) => {
-                debug!("{}: write failed: {e}", conn.peer);
-                self.drop_conn(key);
-                return;
-            }
+        let before = conn.pending();
+        let written = conn.transport.write(&mut conn.socket, &mut conn.out);
+        // Framing changes what is pending (WebSocket headers), so account by
+        // the difference, not by the bytes written.
+        self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
+        if let Err(e) = written {
+            debug!("{}: write failed: {e}", conn.peer);
+            self.drop_conn(key);
+            return;
         }
         if conn.out.pending() > 0 {
             if !conn.writable_interest {
@@ -858,7 +948,7 @@ impl Server {
             return;
         };
         if conn.phase != Phase::Doomed {
-            self.io.queues.total_output -= conn.out.pending();
+            self.io.queues.total_output -= conn.pending();
         }
         // Nothing the core says from now on reaches it.
         conn.phase = Phase::Doomed;
@@ -925,7 +1015,8 @@ impl Server {
         if self.next_sweep <= now {
             self.next_sweep = now + SWEEP_EVERY;
             for (_, conn) in self.io.conns.iter_mut() {
-                self.freed_since_trim += conn.out.sweep() + conn.lines.sweep();
+                self.freed_since_trim +=
+                    conn.out.sweep() + conn.lines.sweep() + conn.transport.sweep();
             }
             if self.freed_since_trim >= TRIM_AFTER {
                 self.freed_since_trim = 0;
@@ -934,7 +1025,8 @@ impl Server {
         }
         if self.accept_paused_until.is_some_and(|at| at <= now) {
             self.accept_paused_until = None;
-            self.accept(now);
+            self.accept(Door::Plain, now);
+            self.accept(Door::Web, now);
         }
     }
 
@@ -970,10 +1062,26 @@ impl Server {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        if let Some(mut listener) = self.web.as_mut().and_then(|d| d.listener.take()) {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        // Browsers are told the WebSocket is closing (a close frame), so a
+        // page can say so at once.
+        for (key, conn) in self.io.conns.iter_mut() {
+            if matches!(conn.transport, Transport::Web(_)) && conn.phase != Phase::Doomed {
+                let before = conn.pending();
+                conn.transport.start_close(&mut conn.out);
+                self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
+                if !conn.queued_flush {
+                    conn.queued_flush = true;
+                    self.io.queues.flush.push(key);
+                }
+            }
+        }
         self.end_turn();
         let deadline = Instant::now() + SHUTDOWN_FLUSH;
         loop {
-            let pending = self.io.conns.iter().any(|(_, c)| c.out.pending() > 0);
+            let pending = self.io.conns.iter().any(|(_, c)| c.pending() > 0);
             let now = Instant::now();
             if !pending || now >= deadline {
                 break;
@@ -994,12 +1102,38 @@ impl Server {
     }
 }
 
-/// Tells a connection the server cannot take it, and lets it go.
-fn refuse(mut socket: TcpStream, lang: Lang) {
-    let mut line = Reply::ServerFull.text(lang).as_bytes().to_vec();
-    line.push(b'\n');
-    let _ = socket.write(&line);
+/// Tells a connection the server cannot take it, and lets it go. A browser
+/// gets it as an HTTP `503` (it has not asked anything yet; its request is
+/// never read).
+fn refuse(mut socket: TcpStream, door: Door, lang: Lang) {
+    let text = Reply::ServerFull.text(lang);
+    let answer = match door {
+        Door::Plain => format!("{text}\n"),
+        Door::Web => format!(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{text}\n",
+            text.len() + 1
+        ),
+    };
+    let _ = socket.write(answer.as_bytes());
     let _ = socket.shutdown(Shutdown::Write);
+}
+
+/// Binds a listener with a deep backlog and registers it under `token`.
+fn listen(poll: &Poll, addr: SocketAddr, token: Token) -> io::Result<(TcpListener, SocketAddr)> {
+    let mut listener = TcpListener::bind(addr)?;
+    // Listening again on a listening socket only updates its backlog.
+    // SAFETY: listen(2) on a descriptor we own; no memory is involved.
+    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+        warn!(
+            "cannot raise the listen backlog: {}",
+            io::Error::last_os_error()
+        );
+    }
+    let local_addr = listener.local_addr()?;
+    poll.registry()
+        .register(&mut listener, token, Interest::READABLE)?;
+    Ok((listener, local_addr))
 }
 
 /// The reserve descriptor (see [`Server::reserve_fd`]).

@@ -1,7 +1,7 @@
 //! How a connection's bytes travel: the transport seam.
 //!
 //! Every door of the chat has a transport (how bytes cross the socket: plain
-//! TCP today; TLS and WebSocket next) and a dialect (what the bytes mean:
+//! TCP, or the browser's HTTP and WebSocket; TLS next) and a dialect (what the bytes mean:
 //! [`crate::wire::dialect`]). The event loop only ever calls the four methods
 //! of [`Transport`], so a new door is a new variant here and a file beside
 //! this one, not new branches in the loop.
@@ -9,7 +9,14 @@
 //! A transport works on the connection's own buffers: what it decodes goes into
 //! the connection's [`LineBuffer`], what it encodes into its
 //! [`OutputBuffer`]. So the 1 MiB slow-reader rule, the order of replies and
-//! the read budget hold for every transport alike.
+//! the read budget hold for every transport alike. A transport may hold back
+//! output for a moment (the browser door frames a turn's lines when the
+//! connection is flushed): [`Transport::staged`] says how much, and it
+//! counts as pending. Since framing changes the size of what is pending, the
+//! loop accounts for output by comparing pending bytes before and after each
+//! call, never by the bytes a call reports.
+
+pub mod web;
 
 use std::io::{self, Read, Write};
 
@@ -21,6 +28,9 @@ use crate::wire::framing::LineBuffer;
 pub enum Transport {
     /// Bytes as they are: the seed's TCP, `nc`, `telnet`.
     Plain,
+    /// The browser door (SPEC section 8.2): an HTTP request, then the page or
+    /// a WebSocket. Boxed: plain connections must not grow by its state.
+    Web(Box<web::WebTransport>),
 }
 
 impl Transport {
@@ -28,41 +38,78 @@ impl Transport {
     /// `lines`. Bytes the transport must answer by itself (a handshake, a
     /// pong) go into `out`. Returns the bytes taken off the socket; `Ok(0)`
     /// when the peer has closed its side. `WouldBlock` passes through.
+    /// `InvalidData`: the transport has answered in a way that ends the
+    /// connection (an HTTP answer, a WebSocket close frame); what says so is
+    /// in `out`, and the connection should be closed after it is flushed.
     pub fn read(
         &mut self,
         socket: &mut impl Read,
         lines: &mut LineBuffer,
-        _out: &mut OutputBuffer,
+        out: &mut OutputBuffer,
     ) -> io::Result<usize> {
         match self {
             Transport::Plain => lines.read_from(socket),
+            Transport::Web(web) => web.read(socket, lines, out),
         }
     }
 
     /// Queues one message of the dialect (a line, or a prompt) for the peer.
-    /// It adds exactly `message.len()` to `out.pending()`, which the loop's
-    /// accounting of output relies on: a transport whose wire form differs
-    /// in size stages the message and encodes it in [`write`](Self::write).
+    /// It adds exactly `message.len()` to what is pending (`out.pending()`
+    /// plus [`staged`](Self::staged)), which the loop's accounting of output
+    /// relies on: a transport whose wire form differs in size (WebSocket
+    /// frames) stages the message and encodes it in [`write`](Self::write).
     #[inline]
     pub fn encode(&mut self, message: &[u8], out: &mut OutputBuffer) {
         match self {
             Transport::Plain => out.push(message),
+            Transport::Web(web) => web.encode(message),
         }
     }
 
-    /// Writes what `out` holds as far as the socket takes it now. Returns
-    /// the bytes of `out` consumed.
+    /// Output accepted by [`encode`](Self::encode) but not yet in the
+    /// output buffer. Pending output is this plus what the buffer holds.
+    #[inline]
+    pub fn staged(&self) -> usize {
+        match self {
+            Transport::Plain => 0,
+            Transport::Web(web) => web.staged(),
+        }
+    }
+
+    /// The connection cannot carry chat yet (a request head is still being
+    /// read).
+    pub fn is_handshaking(&self) -> bool {
+        match self {
+            Transport::Plain => false,
+            Transport::Web(web) => web.is_handshaking(),
+        }
+    }
+
+    /// Frees what the transport holds for an idle connection; returns the
+    /// bytes freed. Called with the output buffers' periodic sweep.
+    pub fn sweep(&mut self) -> usize {
+        match self {
+            Transport::Plain => 0,
+            Transport::Web(web) => web.sweep(),
+        }
+    }
+
+    /// Writes what `out` holds (after framing what is staged) as far as the
+    /// socket takes it now. Returns the bytes written to the socket.
     pub fn write(&mut self, socket: &mut impl Write, out: &mut OutputBuffer) -> io::Result<usize> {
         match self {
             Transport::Plain => out.write_to(socket),
+            Transport::Web(web) => web.write(socket, out),
         }
     }
 
     /// The server is closing the connection: queue whatever says goodbye at
-    /// this layer (nothing for plain TCP; TLS sends `close_notify`).
-    pub fn start_close(&mut self, _out: &mut OutputBuffer) {
+    /// this layer (nothing for plain TCP; a WebSocket close frame, or an
+    /// HTTP answer to a request not yet answered).
+    pub fn start_close(&mut self, out: &mut OutputBuffer) {
         match self {
             Transport::Plain => {}
+            Transport::Web(web) => web.start_close(out),
         }
     }
 }
