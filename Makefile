@@ -5,7 +5,7 @@ PORT ?= 10000
 # Extra flags for the programs, e.g. make run-server ARGS='--lang en'
 ARGS ?=
 
-.PHONY: all build run-server run-client test test-cargo test-nc nc lint fmt clean bench bench-quick soak bench-callgrind
+.PHONY: all build run-server run-client test test-cargo test-nc nc test-browser lint fmt clean bench bench-quick soak bench-callgrind
 
 all: build
 
@@ -22,8 +22,9 @@ run-server: build
 run-client: build
 	./target/release/chat-client --host $(HOST) --port $(PORT) $(ARGS)
 
-## test: every test: cargo's unit and integration tests, then the nc sessions
-test: test-cargo test-nc
+## test: every test: cargo's unit and integration tests, the nc sessions,
+## then the chat page in a real (headless) browser
+test: test-cargo test-nc test-browser
 
 test-cargo:
 	$(CARGO) test --workspace --all-targets
@@ -34,6 +35,14 @@ test-cargo:
 test-nc: nc
 	$(CARGO) build --workspace --all-targets
 	bash tests/nc/run.sh target/debug/chat-server
+
+## test-browser: the browser door (SPEC 8.2) in headless Chromium, as a
+## person would use it; installs Debian's chromium and Python playwright (in
+## target/browser-venv) when missing, and saves screenshots to docs/
+test-browser:
+	$(CARGO) build --workspace --all-targets
+	bash tests/browser/install.sh
+	target/browser-venv/bin/python tests/browser/test_browser.py target/debug/chat-server
 
 # nc is not on a fresh machine: install Debian's netcat-openbsd, or explain.
 nc:
