@@ -722,3 +722,209 @@ impl WebTransport {
         self.session.sweep()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::framing::Frame;
+    use proptest::prelude::*;
+
+    const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\
+        Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    fn session() -> WebSession {
+        WebSession::new(Arc::new(Site::new(Lang::En, false, &[])))
+    }
+
+    /// A masked client frame.
+    fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1, 2, 3, 4];
+        let mut frame = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n < 65536 => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        frame
+    }
+
+    /// Server frames back as (opcode, payload).
+    fn server_frames(mut wire: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut frames = Vec::new();
+        while wire.len() >= 2 {
+            let opcode = wire[0] & 0x0f;
+            let (len, at) = match wire[1] {
+                126 => (usize::from(u16::from_be_bytes([wire[2], wire[3]])), 4),
+                127 => (
+                    usize::try_from(u64::from_be_bytes(wire[2..10].try_into().unwrap())).unwrap(),
+                    10,
+                ),
+                n => (usize::from(n), 2),
+            };
+            frames.push((opcode, wire[at..at + len].to_vec()));
+            wire = &wire[at + len..];
+        }
+        frames
+    }
+
+    #[test]
+    fn the_accept_key_is_rfc_6455s_example() {
+        let mut s = session();
+        let (mut lines, mut wire) = (LineBuffer::new(), Vec::new());
+        assert_eq!(s.receive(UPGRADE, &mut lines, &mut wire), Status::Open);
+        let answer = String::from_utf8(wire).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+        assert!(answer.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(s.is_websocket() && !s.is_handshaking());
+    }
+
+    #[test]
+    fn lines_and_prompts_become_one_message_each() {
+        let mut s = session();
+        let (mut lines, mut wire) = (LineBuffer::new(), Vec::new());
+        // Said before the upgrade: waits for it, counted as staged.
+        s.encode(b"early\n");
+        assert_eq!(s.staged(), 6);
+        s.frame(&mut wire);
+        assert!(wire.is_empty());
+        // Frames right behind the head are read too.
+        let mut input = UPGRADE.to_vec();
+        input.extend(client_frame(1, b"login\nbob"));
+        s.receive(&input, &mut lines, &mut wire);
+        assert_eq!(lines.next_frame(), Some(Frame::Line(b"login")));
+        assert_eq!(lines.next_frame(), Some(Frame::Line(b"bob")));
+        let head_end = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(server_frames(&wire[head_end..]), [(1, b"early".to_vec())]);
+        wire.clear();
+        s.encode(b"Username : ");
+        s.encode(b"Password : ");
+        s.encode(b"[a] x\n[b] y\n");
+        s.encode(b"\n");
+        assert_eq!(s.staged(), 35);
+        s.frame(&mut wire);
+        assert_eq!(s.staged(), 0);
+        let texts: Vec<Vec<u8>> = server_frames(&wire).into_iter().map(|f| f.1).collect();
+        let expected: [&[u8]; 5] = [b"Username : ", b"Password : ", b"[a] x", b"[b] y", b""];
+        assert_eq!(texts, expected);
+        // Not UTF-8 (never made by the server): sent lossily, never invalid.
+        wire.clear();
+        s.encode(b"\xff\n");
+        s.frame(&mut wire);
+        assert_eq!(server_frames(&wire), [(1, "\u{fffd}".as_bytes().to_vec())]);
+        // Closing: what is staged, then a close frame; nothing after.
+        wire.clear();
+        s.encode(b"Goodbye\n");
+        s.start_close(&mut wire);
+        s.encode(b"late\n");
+        s.frame(&mut wire);
+        assert_eq!(s.staged(), 0);
+        let frames = server_frames(&wire);
+        assert_eq!(frames[0], (1, b"Goodbye".to_vec()));
+        assert_eq!(frames[1].0, 8);
+        assert_eq!(&frames[1].1[..2], &1000u16.to_be_bytes());
+        assert_eq!(frames.len(), 2);
+    }
+
+    #[test]
+    fn a_connection_closed_before_its_head_gets_503_with_what_was_said() {
+        let mut s = session();
+        let mut wire = Vec::new();
+        s.encode(b"Too many connections from your address\n");
+        s.start_close(&mut wire);
+        let answer = String::from_utf8(wire).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(answer.ends_with("\r\n\r\nToo many connections from your address\n"));
+        assert_eq!(s.staged(), 0);
+    }
+
+    #[test]
+    fn origins_compare_whole_and_normalised() {
+        assert_eq!(normalise_origin("HTTP://Host:80/"), "http://host");
+        assert_eq!(normalise_origin("https://h:443"), "https://h");
+        assert_eq!(normalise_origin("https://h:8443"), "https://h:8443");
+        let site = Arc::new(Site::new(Lang::Id, true, &["http://a.test".to_owned()]));
+        let s = WebSession::new(site);
+        assert!(s.origin_allowed("https://chat.test", "chat.test:443"));
+        assert!(s.origin_allowed("http://a.test", "chat.test"));
+        assert!(!s.origin_allowed("http://chat.test", "chat.test"));
+        assert!(!s.origin_allowed("null", "null"));
+        assert!(!s.origin_allowed("https://chat.test.evil", "chat.test"));
+    }
+
+    #[test]
+    fn the_page_carries_the_language_and_texts_safely() {
+        let page = render_page(Lang::Id);
+        assert!(page.contains("<html lang=\"id\">"));
+        assert!(page.contains("\"loginOk\":\"Login sukses\""));
+        assert!(page.contains("\"offlineBefore\":\"Teman anda [\""));
+        assert!(page.contains("\"offlineAfter\":\"] telah offline\""));
+        assert!(!page.contains("{{"));
+        let mut json = String::new();
+        push_json_string(&mut json, "</script>\"\\\n");
+        assert_eq!(json, "\"\\u003c/script>\\\"\\\\\\u000a\"");
+    }
+
+    proptest! {
+        /// No head, however malformed or split, panics; every connection
+        /// ends answered or still reading, and a finished one ignores more.
+        #[test]
+        fn any_head_in_any_pieces_is_answered_or_awaited(
+            bytes in proptest::collection::vec(any::<u8>(), 0..10_000),
+            cuts in proptest::collection::vec(0usize..10_000, 0..8),
+        ) {
+            let mut s = session();
+            let (mut lines, mut wire) = (LineBuffer::new(), Vec::new());
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            let mut start = 0;
+            for end in cuts.into_iter().chain([bytes.len()]) {
+                let _ = s.receive(&bytes[start..end], &mut lines, &mut wire);
+                start = end;
+            }
+            if s.is_handshaking() {
+                prop_assert!(wire.is_empty());
+            }
+        }
+
+        /// After the upgrade, no byte sequence panics, and what was decoded
+        /// is bounded by what came in plus a `\n` per message.
+        #[test]
+        fn any_frames_after_the_upgrade_are_safe(
+            messages in proptest::collection::vec(
+                (0u8..16, proptest::collection::vec(any::<u8>(), 0..300), any::<bool>()),
+                0..20,
+            ),
+            noise in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut s = session();
+            let (mut lines, mut wire) = (LineBuffer::new(), Vec::new());
+            s.receive(UPGRADE, &mut lines, &mut wire);
+            let mut input = Vec::new();
+            for (opcode, payload, masked) in &messages {
+                let mut frame = client_frame(*opcode, payload);
+                if !masked {
+                    frame[1] &= 0x7f;
+                }
+                input.extend(frame);
+            }
+            input.extend(noise);
+            for chunk in input.chunks(97) {
+                if s.receive(chunk, &mut lines, &mut wire) != Status::Open {
+                    break;
+                }
+            }
+            s.encode(b"reply\n");
+            s.start_close(&mut wire);
+            prop_assert_eq!(s.staged(), 0);
+        }
+    }
+}
