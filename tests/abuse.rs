@@ -302,7 +302,7 @@ fn a_flooder_slows_nobody_else_and_gets_nobody_dropped() {
         // Under the flood allowance itself.
         thread::sleep(Duration::from_millis(250));
     }
-    let (mut flooder, sent) = flooding.join().unwrap();
+    let (flooder, sent) = flooding.join().unwrap();
     let (mut reader, got) = reading.join().unwrap();
     eprintln!(
         "flooder wrote {sent} bytes in 3 s; the reader got {got} of its lines; {trips} round trips, worst {worst:?}"

@@ -111,7 +111,14 @@ fn small_receive_buffer(stream: &TcpStream) {
 /// each reaches its own 1 MiB limit.
 #[test]
 fn the_server_wide_output_limit_sheds_the_readers_furthest_behind() {
-    let server = Server::start(&["--max-output-mb", "2", "--flood-rate", "0"]);
+    let server = Server::start(&[
+        "--max-output-mb",
+        "2",
+        "--flood-rate",
+        "5000",
+        "--flood-burst",
+        "500",
+    ]);
     let mut stalled = Vec::new();
     for i in 0..4 {
         let c = server.login(&format!("stalled{i}"));

@@ -281,8 +281,13 @@ fn stalled_reader_scenario(paced: bool) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     const MESSAGES: usize = 6000;
-    // Output limits, not flood control, are under test: the sender floods.
-    let server = Server::start(&["--flood-rate", "0"]);
+    // The output limit is under test, so flood control is set high (2000
+    // lines a second, 3 s for the whole burst) rather than at its default.
+    // Not off: a sender with no limit at all outruns a reader that checks
+    // every line in a debug build, and a reader that falls 1 MiB behind is
+    // dropped by design (SPEC 5); what keeps a reader that reads from being
+    // dropped is flood control (SPEC 7).
+    let server = Server::start(&["--flood-rate", "2000", "--flood-burst", "200"]);
     // A default receive buffer: the kernel holds a few MB for the stalled
     // client (its receive queue and the server's send buffer) before the
     // server's own buffer starts to grow, hence the volume below.
@@ -405,7 +410,8 @@ fn a_stalled_reader_is_dropped_and_a_reader_gets_a_paced_stream_in_order() {
 // 4. Signals
 
 fn exits_cleanly_on(signal: i32, with_backlog: bool) {
-    let mut server = Server::start(&[]);
+    // The backlog below is 300 lines in one burst: not a flood-control test.
+    let mut server = Server::start(&["--flood-rate", "0"]);
     let mut a = server.login("a");
     let mut b = server.login("b");
     let mut idle = server.connect();

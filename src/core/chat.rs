@@ -115,9 +115,10 @@ pub trait Outbox {
 
     /// Tell every connection of `to` but `except` the same thing. The hot
     /// path of a chat server: an implementation renders the event once per
-    /// dialect, and may gather consecutive broadcasts to the same audience
-    /// into one copy per reader (then any other call on the outbox, and the
-    /// end of the core's call, must deliver what it gathered first).
+    /// dialect, and may gather broadcasts to the same audience into one copy
+    /// per reader, as long as each connection still receives everything in
+    /// the order the core said it (so it delivers what it gathered before
+    /// anything else is said to anyone).
     fn broadcast(&mut self, to: Audience<'_>, except: ConnId, event: Event<'_>) {
         for &conn in to.conns {
             if conn != except {

@@ -55,6 +55,9 @@ pub struct Connection {
     pub queued_read: bool,
     /// WRITABLE interest is registered (only while output is pending).
     pub writable_interest: bool,
+    /// It sent a broadcast of the batch being gathered: its copy of the
+    /// batch leaves that out.
+    pub sent_in_batch: bool,
     /// The core knows this connection: true from `connect` until the shell
     /// calls `disconnect`, which it does exactly once.
     pub in_core: bool,
@@ -84,6 +87,7 @@ impl Connection {
             queued_flush: false,
             queued_read: false,
             writable_interest: false,
+            sent_in_batch: false,
             in_core: true,
         }
     }

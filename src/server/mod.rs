@@ -31,8 +31,10 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::fs::File;
 use std::io::{self, ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -169,17 +171,28 @@ struct Io {
     batch: Batch,
 }
 
-/// Consecutive broadcasts to the same audience, gathered so that each reader
-/// gets them in one append (a sender whose one read holds 64 lines costs one
-/// copy per reader, not 64). Delivered before anything else is said, and at
-/// the end of every call into the core, so order is kept.
+/// The broadcasts of a turn to one audience, gathered so that each reader
+/// gets them in one piece: a plain-TCP reader that is caught up shares one
+/// copy of them (no copy of its own at all) and writes it in one `write`;
+/// any other reader gets its own copy. Several senders' lines of one turn go
+/// into one batch; each sender's copy leaves out its own lines.
+///
+/// Delivered before anything else is said to anyone (a reply, a private
+/// message, a close), before a broadcast to another audience, and before
+/// the turn's output is written, so every reader sees everything in order.
 #[derive(Debug, Default)]
 struct Batch {
-    /// (audience version, sender left out) of what is gathered.
-    key: Option<(u64, ConnId)>,
+    /// The audience version of what is gathered; `None` when empty.
+    version: Option<u64>,
     audience: Vec<ConnId>,
     /// What is gathered, as each dialect kind says it.
     rendered: [Vec<u8>; Dialect::KINDS],
+    /// Each message's sender, and where the message lies in each kind's
+    /// rendering: the sender's copy leaves it out.
+    senders: Vec<(ConnId, [Range<usize>; Dialect::KINDS])>,
+    /// The shared renderings of the last batch: once every reader has
+    /// written them, their allocations serve the next batch.
+    spent: [Option<Rc<Vec<u8>>>; Dialect::KINDS],
 }
 
 /// Past this many bytes, a batch is delivered at once: it bounds the memory
@@ -244,36 +257,95 @@ fn doom(key: usize, conn: &mut Connection, queues: &mut Queues) {
 }
 
 impl Io {
-    /// Delivers the gathered broadcasts to each reader of their audience.
+    /// Delivers the gathered broadcasts to each reader of their audience. A
+    /// plain-TCP reader with nothing pending shares one copy of them; the
+    /// others get their own; a sender gets its own without its lines.
     fn deliver_batch(&mut self) {
-        let Some((_, except)) = self.batch.key.take() else {
+        if self.batch.version.take().is_none() {
             return;
-        };
-        for &id in &self.batch.audience {
-            if id == except {
-                continue;
+        }
+        // The renderings move into shared buffers, uncopied; the buffers of
+        // the last batch come back for this one's successor if every reader
+        // has written them.
+        let shared: [Option<Rc<Vec<u8>>>; Dialect::KINDS] = std::array::from_fn(|kind| {
+            let rendered = &mut self.batch.rendered[kind];
+            if rendered.is_empty() {
+                return None;
             }
+            let recycled = match self.batch.spent[kind].take().map(Rc::try_unwrap) {
+                Some(Ok(mut bytes)) => {
+                    bytes.clear();
+                    bytes
+                }
+                _ => Vec::new(),
+            };
+            Some(Rc::new(std::mem::replace(rendered, recycled)))
+        });
+        for &id in &self.batch.audience {
             let Some(conn) = self.conns.get_mut(id.key()) else {
                 continue;
             };
             if conn.id != id || conn.phase == Phase::Doomed {
                 continue;
             }
-            queue(
-                id.key(),
-                conn,
-                &self.batch.rendered[conn.dialect.kind()],
-                &mut self.queues,
-            );
+            let kind = conn.dialect.kind();
+            let Some(bytes) = &shared[kind] else {
+                continue;
+            };
+            if conn.sent_in_batch {
+                conn.sent_in_batch = false;
+                let own = without_own_lines(bytes, kind, id, &self.batch.senders);
+                if !own.is_empty() {
+                    queue(id.key(), conn, &own, &mut self.queues);
+                }
+            } else if conn.out.is_empty() && matches!(conn.transport, Transport::Plain) {
+                conn.out.share(bytes);
+                self.queues.total_output += bytes.len();
+                if !conn.queued_flush {
+                    conn.queued_flush = true;
+                    self.queues.flush.push(id.key());
+                }
+            } else {
+                queue(id.key(), conn, bytes, &mut self.queues);
+            }
             if self.queues.total_output > self.queues.max_total_output {
                 shed(&mut self.conns, &mut self.queues);
             }
         }
+        self.batch.spent = shared;
+        // Senders outside the audience (one that just went offline).
+        for (id, _) in &self.batch.senders {
+            if let Some(conn) = self.conns.get_mut(id.key()) {
+                conn.sent_in_batch = false;
+            }
+        }
         self.batch.audience.clear();
+        self.batch.senders.clear();
         for rendered in &mut self.batch.rendered {
             rendered.clear();
         }
     }
+}
+
+/// A sender's copy of a batch: everything but the messages it sent.
+#[cold]
+fn without_own_lines(
+    bytes: &[u8],
+    kind: usize,
+    sender: ConnId,
+    senders: &[(ConnId, [Range<usize>; Dialect::KINDS])],
+) -> Vec<u8> {
+    let mut own = Vec::with_capacity(bytes.len());
+    let mut from = 0;
+    for (id, ranges) in senders {
+        if *id == sender {
+            let range = &ranges[kind];
+            own.extend_from_slice(&bytes[from..range.start]);
+            from = range.end;
+        }
+    }
+    own.extend_from_slice(&bytes[from..]);
+    own
 }
 
 /// Keeps all output under `--max-output-mb`: dooms the readers furthest
@@ -330,17 +402,25 @@ impl Outbox for Io {
     }
 
     fn broadcast(&mut self, to: Audience<'_>, except: ConnId, event: Event<'_>) {
-        let key = (to.version, except);
-        if self.batch.key != Some(key) {
+        if self.batch.version != Some(to.version) {
             self.deliver_batch();
-            self.batch.key = Some(key);
+            self.batch.version = Some(to.version);
             self.batch.audience.extend_from_slice(to.conns);
         }
+        let mut ranges: [Range<usize>; Dialect::KINDS] = std::array::from_fn(|_| 0..0);
         for (kind, rendered) in self.batch.rendered.iter_mut().enumerate() {
             if self.open_by_kind[kind] > 0 {
+                let start = rendered.len();
                 Dialect::render_broadcast(kind, self.lang, &event, rendered);
+                ranges[kind] = start..rendered.len();
             }
         }
+        if let Some(conn) = self.conns.get_mut(except.key())
+            && conn.id == except
+        {
+            conn.sent_in_batch = true;
+        }
+        self.batch.senders.push((except, ranges));
         if self.batch.rendered.iter().any(|r| r.len() > MAX_BATCH) {
             self.deliver_batch();
         }
@@ -832,15 +912,11 @@ impl Server {
     /// Answers the core's close requests: each connection leaves the core at
     /// once (its user goes offline now, not when the socket is finally
     /// dropped) and is flushed and closed.
-    /// Also delivers what the outbox gathered: call it after every call into
-    /// the core.
     fn settle(&mut self) {
-        self.io.deliver_batch();
         while let Some(id) = self.io.close_requests.pop() {
             if self.io.conns.get(id.key()).is_some_and(|c| c.id == id) {
                 self.begin_close(id.key());
             }
-            self.io.deliver_batch();
         }
     }
 
@@ -859,6 +935,12 @@ impl Server {
         conn.phase = Phase::Closing;
         conn.in_core = false;
         let id = conn.id;
+        // What it was still to be told goes out before the goodbye of its
+        // transport.
+        self.io.deliver_batch();
+        let Some(conn) = self.io.conns.get_mut(key) else {
+            return;
+        };
         let before = conn.pending();
         conn.transport.start_close(&mut conn.out);
         self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
@@ -869,7 +951,6 @@ impl Server {
         let now = Instant::now();
         self.lingering.push_back((now + LINGER, id));
         self.chat.disconnect(id, now, &mut self.io);
-        self.io.deliver_batch();
     }
 
     /// Reads and throws away what a closing connection still sends, so that
@@ -956,7 +1037,6 @@ impl Server {
             conn.in_core = false;
             let id = conn.id;
             self.chat.disconnect(id, Instant::now(), &mut self.io);
-            self.io.deliver_batch();
         }
         let mut conn = self.io.conns.remove(key);
         self.io.open_by_kind[conn.dialect.kind()] -= 1;
@@ -1032,6 +1112,7 @@ impl Server {
 
     /// Drops overflowed connections and writes out this turn's output.
     fn end_turn(&mut self) {
+        self.io.deliver_batch();
         // Dropping a connection can queue OFFLINE notices that overflow
         // another, so loop until both lists are empty.
         while !self.io.queues.doomed.is_empty() || !self.io.queues.flush.is_empty() {
@@ -1045,6 +1126,7 @@ impl Server {
                     self.drop_conn(key);
                 }
             }
+            self.io.deliver_batch();
             let flush = std::mem::take(&mut self.io.queues.flush);
             for &key in &flush {
                 self.flush(key);

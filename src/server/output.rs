@@ -8,10 +8,20 @@
 //! periodic sweep once the connection has been idle for a whole sweep period.
 
 use std::io::{self, ErrorKind, Write};
+use std::rc::Rc;
 
 /// Bytes queued for one peer, with what was already written cut off the front.
+///
+/// A reader that is caught up (nothing pending) does not copy a broadcast at
+/// all: it holds the turn's shared rendering ([`share`](Self::share)) and
+/// writes from it; only what comes after, or a reader already behind, is
+/// copied into its own bytes. That is most of the cost of a fan-out to many
+/// readers that keep up.
 #[derive(Debug, Default)]
 pub struct OutputBuffer {
+    /// Written before `buf`: a rendering shared with other readers, and how
+    /// much of it is written.
+    shared: Option<(Rc<Vec<u8>>, usize)>,
     buf: Vec<u8>,
     /// Bytes of `buf` before this offset are already written.
     start: usize,
@@ -23,7 +33,29 @@ impl OutputBuffer {
     /// Bytes waiting to be written.
     #[inline]
     pub fn pending(&self) -> usize {
-        self.buf.len() - self.start
+        let shared = match &self.shared {
+            Some((bytes, written)) => bytes.len() - written,
+            None => 0,
+        };
+        shared + self.buf.len() - self.start
+    }
+
+    /// Nothing waits to be written.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.shared.is_none() && self.start == self.buf.len()
+    }
+
+    /// Queues a rendering shared with other readers, without copying it if
+    /// nothing else waits; otherwise the bytes are appended like any others.
+    #[inline]
+    pub fn share(&mut self, bytes: &Rc<Vec<u8>>) {
+        if self.is_empty() {
+            self.shared = Some((Rc::clone(bytes), 0));
+            self.used = true;
+        } else {
+            self.push(bytes);
+        }
     }
 
     /// Queues bytes. Limits are the caller's business: it knows the reader
@@ -45,6 +77,42 @@ impl OutputBuffer {
     /// without error when the sink would block or everything is written.
     pub fn write_to(&mut self, sink: &mut impl Write) -> io::Result<usize> {
         let mut written = 0;
+        if let Some((bytes, done)) = &mut self.shared
+            && self.start < self.buf.len()
+        {
+            // Both parts in one system call, as one buffer would be.
+            let parts = [
+                io::IoSlice::new(&bytes[*done..]),
+                io::IoSlice::new(&self.buf[self.start..]),
+            ];
+            match sink.write_vectored(&parts) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    let in_shared = n.min(bytes.len() - *done);
+                    *done += in_shared;
+                    self.start += n - in_shared;
+                    written += n;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(0),
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some((bytes, done)) = &mut self.shared {
+            while *done < bytes.len() {
+                match sink.write(&bytes[*done..]) {
+                    Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        *done += n;
+                        written += n;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(written),
+                    Err(e) => return Err(e),
+                }
+            }
+            self.shared = None;
+        }
         while self.start < self.buf.len() {
             match sink.write(&self.buf[self.start..]) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
@@ -154,6 +222,32 @@ mod tests {
             ErrorKind::WriteZero
         );
         assert_eq!(out.pending(), 1);
+    }
+
+    #[test]
+    fn a_shared_rendering_is_written_first_and_never_copied() {
+        let shared: Rc<Vec<u8>> = Rc::new(b"[a] hi\n[a] ho\n".to_vec());
+        let mut out = OutputBuffer::default();
+        out.share(&shared);
+        assert_eq!(Rc::strong_count(&shared), 2);
+        out.push(b"Login sukses\n");
+        assert_eq!(out.pending(), 14 + 13);
+        // A buffer with something pending copies instead.
+        let mut behind = OutputBuffer::default();
+        behind.push(b"x\n");
+        behind.share(&shared);
+        assert_eq!(Rc::strong_count(&shared), 2);
+        assert_eq!(behind.pending(), 16);
+        let mut pipe = Pipe {
+            taken: Vec::new(),
+            room: 5,
+        };
+        assert_eq!(out.write_to(&mut pipe).unwrap(), 5);
+        pipe.room = 100;
+        assert_eq!(out.write_to(&mut pipe).unwrap(), 22);
+        assert_eq!(pipe.taken, b"[a] hi\n[a] ho\nLogin sukses\n");
+        assert!(out.is_empty());
+        assert_eq!(Rc::strong_count(&shared), 1);
     }
 
     #[test]

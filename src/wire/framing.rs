@@ -179,7 +179,7 @@ impl LineBuffer {
     pub fn next_frame(&mut self) -> Option<Frame<'_>> {
         loop {
             let pending = &self.buf[self.start..self.end];
-            let newline = pending.iter().position(|&b| b == b'\n');
+            let newline = memchr::memchr(b'\n', pending);
             if self.discarding {
                 match newline {
                     Some(at) => {
@@ -451,7 +451,7 @@ pub fn is_forbidden_control(c: char) -> bool {
 pub fn clean_line(raw: &[u8]) -> Cow<'_, str> {
     // Fast path for the common line: printable ASCII (and TAB) needs nothing
     // removed and is valid UTF-8 as it is.
-    if raw.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\t')
+    if is_printable_ascii(raw)
         && let Ok(text) = std::str::from_utf8(raw)
     {
         return Cow::Borrowed(text);
@@ -464,6 +464,30 @@ pub fn clean_line(raw: &[u8]) -> Cow<'_, str> {
     }
 }
 
+/// Whether every byte is printable ASCII (0x20 to 0x7e) or TAB. Every line
+/// that is relayed passes here, so it looks at eight bytes at a time: a
+/// word with no byte below 0x20, none at or above 0x7f, passes at once; any
+/// other word (a TAB, say) is looked at byte by byte.
+fn is_printable_ascii(raw: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let byte_ok = |b: &u8| (0x20..0x7f).contains(b) || *b == b'\t';
+    let mut words = raw.chunks_exact(8);
+    for word in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let w = u64::from_le_bytes(bytes);
+        // High bit of a byte set in `low` when the byte is below 0x20, in
+        // `high` when it is 0x7f or above (0x7f + 1 carries into bit 7).
+        let low = w.wrapping_sub(ONES * 0x20) & !w;
+        let high = (w & !HIGHS).wrapping_add(ONES) | w;
+        if (low | high) & HIGHS != 0 && !word.iter().all(byte_ok) {
+            return false;
+        }
+    }
+    words.remainder().iter().all(byte_ok)
+}
+
 fn remove_controls(text: Cow<'_, str>) -> Cow<'_, str> {
     if text.chars().any(is_forbidden_control) {
         Cow::Owned(text.chars().filter(|&c| !is_forbidden_control(c)).collect())
@@ -474,6 +498,25 @@ fn remove_controls(text: Cow<'_, str>) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_word_check_agrees_with_the_byte_check_on_every_byte_at_every_place() {
+        let byte_ok = |b: u8| (0x20..0x7f).contains(&b) || b == b'\t';
+        for len in [1usize, 7, 8, 9, 16, 17] {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut line = vec![b'a'; len];
+                    line[at] = b;
+                    assert_eq!(
+                        super::is_printable_ascii(&line),
+                        byte_ok(b),
+                        "byte {b:#04x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+        assert!(super::is_printable_ascii(b""));
+    }
+
     use super::*;
 
     fn frames(buffer: &mut LineBuffer) -> Vec<Result<Vec<u8>, ()>> {
