@@ -68,8 +68,9 @@ struct RunArgs {
     /// Scenarios, comma-separated: fanout, connections, storm.
     #[arg(long, default_value = "fanout,connections,storm")]
     scenarios: String,
-    /// Servers, comma-separated: floor, ours, ngircd.
-    #[arg(long, default_value = "floor,ours,ngircd")]
+    /// Servers, comma-separated: floor, ours, ours-ws (ours through the
+    /// browser door's WebSocket), ngircd.
+    #[arg(long, default_value = "floor,ours,ours-ws,ngircd")]
     servers: String,
     /// Where JSON lines, the table and the chart go.
     #[arg(long, default_value = "bench/results")]
@@ -194,7 +195,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         exe.parent()
             .map_or_else(|| PathBuf::from("chat-server"), |d| d.join("chat-server"))
     });
-    if !chat_server.is_file() && kinds.contains(&Kind::Ours) {
+    if !chat_server.is_file() && (kinds.contains(&Kind::Ours) || kinds.contains(&Kind::OursWs)) {
         return Err(format!(
             "{} not found: build it first (cargo build --release --bins)",
             chat_server.display()

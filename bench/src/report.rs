@@ -9,6 +9,11 @@ use serde_json::{Value, json};
 
 pub const SERVERS: [&str; 3] = ["floor", "ours", "ngircd"];
 
+/// Every server a run may measure: [`SERVERS`] (charted) and ours through
+/// the browser door (`ours-ws`: the same server, WebSocket clients), which
+/// the table compares with ours.
+const MEASURED: [&str; 4] = ["floor", "ours", "ours-ws", "ngircd"];
+
 /// The figures shown per scenario, in order, with their unit.
 fn metrics(scenario: &str) -> &'static [(&'static str, &'static str)] {
     match scenario {
@@ -87,7 +92,7 @@ pub fn summarize(records: &[Value]) -> Vec<Row> {
         for &(metric, label) in metrics(&scenario) {
             let mut values = BTreeMap::new();
             let mut reps = 0;
-            for server in SERVERS {
+            for server in MEASURED {
                 let samples: Vec<f64> = records
                     .iter()
                     .filter(|r| {
@@ -145,6 +150,15 @@ pub fn targets(rows: &[Row], plan_clients: &[usize], conns: usize, storm: usize)
             r.map(|r| r <= 0.25),
         );
     }
+    for &c in plan_clients {
+        let row = find(rows, "fanout", &format!("C={c} max"), "cpu_ms_per_1000");
+        let r = row.and_then(|r| r.ratio("ours-ws", "ours"));
+        add(
+            format!("CPU per delivery at max rate, C={c}: WebSocket <= 1.3x plain TCP"),
+            r.map_or("-".into(), |r| format!("ours-ws/ours = {r:.3}")),
+            r.map(|r| r <= 1.3),
+        );
+    }
     let row = find(rows, "fanout", "C=1000 100k/s", "p99_ms");
     let (rn, rf) = (
         row.and_then(|r| r.ratio("ours", "ngircd")),
@@ -162,6 +176,12 @@ pub fn targets(rows: &[Row], plan_clients: &[usize], conns: usize, storm: usize)
         format!("RSS per logged-in connection at {conns} connections < 1 KiB"),
         v.map_or("-".into(), |v| format!("{v:.0} bytes")),
         v.map(|v| v < 1024.0),
+    );
+    let v = row.and_then(|r| r.values.get("ours-ws").copied());
+    add(
+        format!("RSS per idle WebSocket connection at {conns} connections (no goal)"),
+        v.map_or("-".into(), |v| format!("{v:.0} bytes")),
+        None,
     );
     let row = find(rows, "connections", &case, "broadcast_ms");
     let r = row.and_then(|r| r.ratio("ours", "floor"));
@@ -210,13 +230,13 @@ pub fn markdown(rows: &[Row], targets: &[Value], header: &str) -> String {
     let mut s = String::new();
     s.push_str(header);
     s.push_str(
-        "\n\n| scenario | case | figure | floor | ours | ngircd | ours/ngircd | ours/floor |\n",
+        "\n\n| scenario | case | figure | floor | ours | ngircd | ours/ngircd | ours/floor | ours-ws | ws/ours |\n",
     );
-    s.push_str("|---|---|---|---:|---:|---:|---:|---:|\n");
+    s.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         let get = |k: &str| r.values.get(k).copied();
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.scenario,
             r.case,
             r.label,
@@ -225,6 +245,8 @@ pub fn markdown(rows: &[Row], targets: &[Value], header: &str) -> String {
             fmt(get("ngircd")),
             fmt(r.ratio("ours", "ngircd")),
             fmt(r.ratio("ours", "floor")),
+            fmt(get("ours-ws")),
+            fmt(r.ratio("ours-ws", "ours")),
         ));
     }
     s.push_str("\n| target | measured | met |\n|---|---|---|\n");

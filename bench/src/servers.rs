@@ -15,6 +15,8 @@ const NGIRCD_CONF: &str = include_str!("../ngircd.conf.in");
 pub enum Kind {
     Floor,
     Ours,
+    /// Ours through the browser door: the same server, WebSocket clients.
+    OursWs,
     Ngircd,
 }
 
@@ -23,6 +25,7 @@ impl Kind {
         match self {
             Kind::Floor => "floor",
             Kind::Ours => "ours",
+            Kind::OursWs => "ours-ws",
             Kind::Ngircd => "ngircd",
         }
     }
@@ -31,6 +34,7 @@ impl Kind {
         match s {
             "floor" => Some(Kind::Floor),
             "ours" => Some(Kind::Ours),
+            "ours-ws" => Some(Kind::OursWs),
             "ngircd" => Some(Kind::Ngircd),
             _ => None,
         }
@@ -40,6 +44,7 @@ impl Kind {
         match self {
             Kind::Floor => Proto::Floor,
             Kind::Ours => Proto::Chat,
+            Kind::OursWs => Proto::Ws,
             Kind::Ngircd => Proto::Irc,
         }
     }
@@ -109,10 +114,15 @@ impl Launch {
                 self.chat_bench.clone(),
                 vec!["floor".into(), "--port".into(), port.to_string()],
             ),
-            Kind::Ours => {
+            Kind::Ours | Kind::OursWs => {
                 let mut args = vec![
                     "--port".into(),
-                    port.to_string(),
+                    // Through the browser door, `addr` is the web port.
+                    if kind == Kind::OursWs {
+                        free_port()?.to_string()
+                    } else {
+                        port.to_string()
+                    },
                     "--accounts".into(),
                     ":memory:".into(),
                     "--log-level".into(),
@@ -127,6 +137,10 @@ impl Launch {
                 if let Some(h) = opts.hash_params {
                     args.push("--hash-params".into());
                     args.push(h.into());
+                }
+                if kind == Kind::OursWs {
+                    args.push("--web-port".into());
+                    args.push(port.to_string());
                 }
                 (self.chat_server.clone(), args)
             }

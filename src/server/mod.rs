@@ -49,7 +49,7 @@ use self::connection::{Connection, Phase};
 use crate::core::chat::{Audience, AuthJob, Chat, ChatConfig, ConnId, Event, Flow, Outbox};
 use crate::store::accounts::{AccountFile, AuthWorker, HashParams};
 use crate::transport::Transport;
-use crate::transport::web::{Site, WebTransport};
+use crate::transport::web::{self, Site, WebTransport};
 use crate::wire::dialect::{Dialect, Fed, Input};
 use crate::wire::framing::READ_CHUNK;
 use crate::wire::protocol::{Lang, Reply};
@@ -281,6 +281,8 @@ impl Io {
             };
             Some(Rc::new(std::mem::replace(rendered, recycled)))
         });
+        // The batch as WebSocket frames, made once if a browser needs it.
+        let mut framed: [Option<Rc<Vec<u8>>>; Dialect::KINDS] = Default::default();
         for &id in &self.batch.audience {
             let Some(conn) = self.conns.get_mut(id.key()) else {
                 continue;
@@ -301,6 +303,20 @@ impl Io {
             } else if conn.out.is_empty() && matches!(conn.transport, Transport::Plain) {
                 conn.out.share(bytes);
                 self.queues.total_output += bytes.len();
+                if !conn.queued_flush {
+                    conn.queued_flush = true;
+                    self.queues.flush.push(id.key());
+                }
+            } else if conn.out.is_empty() && conn.transport.takes_framed() {
+                // Browsers that are caught up share one framing of the
+                // batch, made for the first of them.
+                let framed = framed[kind].get_or_insert_with(|| {
+                    let mut wire = Vec::new();
+                    web::frame_lines(bytes, &mut wire);
+                    Rc::new(wire)
+                });
+                conn.out.share(framed);
+                self.queues.total_output += framed.len();
                 if !conn.queued_flush {
                     conn.queued_flush = true;
                     self.queues.flush.push(id.key());

@@ -76,6 +76,17 @@ impl Transport {
         }
     }
 
+    /// The connection takes broadcasts already framed for its kind of
+    /// transport ([`web::frame_lines`]) as they are, shared with other
+    /// readers: a WebSocket that is open with nothing staged.
+    #[inline]
+    pub fn takes_framed(&self) -> bool {
+        match self {
+            Transport::Plain => false,
+            Transport::Web(web) => web.takes_framed(),
+        }
+    }
+
     /// The connection cannot carry chat yet (a request head is still being
     /// read).
     pub fn is_handshaking(&self) -> bool {

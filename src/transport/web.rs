@@ -558,6 +558,16 @@ fn push_lines(lines: &mut LineBuffer, message: &[u8]) {
     lines.clear_telnet_replies();
 }
 
+/// Appends `lines` (each ending in `\n`, as a batch of broadcasts does) as one
+/// text message per line. A broadcast to many browsers is framed once with
+/// this and shared, as plain readers share the rendering itself.
+pub fn frame_lines(lines: &[u8], wire: &mut Vec<u8>) {
+    wire.reserve(lines.len() + lines.len() / 16 + 8);
+    for line in lines.split_inclusive(|&b| b == b'\n') {
+        push_text_frame(wire, line.strip_suffix(b"\n").unwrap_or(line));
+    }
+}
+
 /// Appends one text frame (server frames are not masked) holding `payload`,
 /// which the server always makes UTF-8; anything else is sent lossily, so a
 /// browser never fails the connection over it.
@@ -710,6 +720,14 @@ impl WebTransport {
             self.session.frame(out.buf_mut());
         }
         out.write_to(socket)
+    }
+
+    /// True when a broadcast framed once for every reader may be queued
+    /// as it is: the WebSocket is open and nothing staged would have to go
+    /// before it.
+    #[inline]
+    pub fn takes_framed(&self) -> bool {
+        self.session.is_websocket() && self.session.staged() == 0
     }
 
     /// See [`WebSession::start_close`].
