@@ -103,6 +103,9 @@ fn main() -> ExitCode {
     if let Err(e) = simple_logger::SimpleLogger::new()
         .with_utc_timestamps()
         .with_level(args.log_level)
+        // tungstenite logs every WebSocket message's text at trace level:
+        // message text and passwords are never logged (SPEC 4, 9).
+        .with_module_level("tungstenite", args.log_level.min(log::LevelFilter::Debug))
         .init()
     {
         eprintln!("chat-server: cannot start logging: {e}");
