@@ -4,8 +4,10 @@ HOST ?= 127.0.0.1
 PORT ?= 10000
 # Extra flags for the programs, e.g. make run-server ARGS='--lang en'
 ARGS ?=
+# Where the browser test saves its screenshots (empty: target/browser-shots)
+SHOTS ?=
 
-.PHONY: all build run-server run-client test test-cargo test-nc nc test-browser lint fmt clean bench bench-quick soak bench-callgrind
+.PHONY: all build run-server run-client test test-cargo test-nc nc test-browser screenshots lint fmt clean bench bench-quick soak bench-callgrind
 
 all: build
 
@@ -38,11 +40,15 @@ test-nc: nc
 
 ## test-browser: the browser door (SPEC 8.2) in headless Chromium, as a
 ## person would use it; installs Debian's chromium and Python playwright (in
-## target/browser-venv) when missing, and saves screenshots to docs/
+## target/browser-venv) when missing; screenshots in target/browser-shots/
 test-browser:
 	$(CARGO) build --workspace --all-targets
 	bash tests/browser/install.sh
-	target/browser-venv/bin/python tests/browser/test_browser.py target/debug/chat-server
+	SHOTS=$(SHOTS) target/browser-venv/bin/python tests/browser/test_browser.py target/debug/chat-server
+
+## screenshots: the browser test, saving its screenshots to docs/ (the README's)
+screenshots:
+	$(MAKE) test-browser SHOTS=docs
 
 # nc is not on a fresh machine: install Debian's netcat-openbsd, or explain.
 nc:

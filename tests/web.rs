@@ -396,3 +396,54 @@ fn a_slow_browser_is_cut_off_like_any_reader() {
     assert!(server.log_text().contains("too slow"));
     drop(w);
 }
+
+#[test]
+fn passwords_and_message_text_are_never_logged_even_at_trace() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["--accounts", ":memory:", "--hash-params", common::FAST_HASH])
+        .args(["--port", "0", "--web-port", "0", "--log-level", "trace"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("web listening on ").nth(1) {
+                let _ = tx.send(rest.trim().to_owned());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    let addr: SocketAddr = rx.recv_timeout(REPLY_TIMEOUT).unwrap().parse().unwrap();
+    let mut w = ws(addr);
+    send(&mut w, "regist rahasiawan Pw-s3cr3t-xyz");
+    expect(&mut w, "Anda berhasil terdaftar");
+    send(&mut w, "login rahasiawan Pw-s3cr3t-xyz");
+    expect(&mut w, "Login sukses");
+    send(&mut w, "a-very-private-message-text");
+    send(&mut w, "list-user");
+    expect(&mut w, "list user : rahasiawan.");
+    drop(w);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    let log = reader.join().unwrap();
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "not a verbose log:\n{log}"
+    );
+    assert!(!log.contains("s3cr3t"), "a password was logged:\n{log}");
+    assert!(
+        !log.contains("a-very-private"),
+        "message text was logged:\n{log}"
+    );
+}

@@ -6,7 +6,8 @@ register and log in, through the page's own form for the browser users; each
 sees the others' broadcasts and private messages and who is online; a `<b>`
 typed by one shows as text for the others; after the server stops, the page
 says it is disconnected, and its Reconnect button works once the server is
-back. Screenshots go to docs/.
+back. Screenshots go to $SHOTS (default target/browser-shots; `make
+screenshots` sets docs/, where the README shows them).
 
 Usage: test_browser.py PATH/TO/chat-server
 Ends with the line 'N passed, N failed'; exits non-zero on any failure.
@@ -25,7 +26,8 @@ from playwright.sync_api import expect, sync_playwright
 
 SERVER = sys.argv[1] if len(sys.argv) > 1 else "target/debug/chat-server"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-DOCS = os.path.join(os.path.dirname(__file__), "..", "..", "docs")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+DOCS = os.environ.get("SHOTS") or os.path.join(ROOT, "target", "browser-shots")
 TIMEOUT_MS = 10_000
 
 results = []
@@ -259,7 +261,7 @@ def main():
             alice.screenshot(path=os.path.join(DOCS, "page.png"))
             bob.screenshot(path=os.path.join(DOCS, "page-phone.png"))
 
-        check("screenshots saved to docs/page.png and docs/page-phone.png", screenshots)
+        check(f"screenshots saved to {DOCS}", screenshots)
 
         web_port = int(server.web.rsplit(":", 1)[1])
 
