@@ -20,12 +20,6 @@ fn ip(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
 
-/// The last lines of a log, for failure messages.
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
 /// A connection the server keeps: it answers `halo` with LOGIN_FIRST.
 fn assert_kept(c: &mut Client) {
     c.send("halo");

@@ -16,26 +16,6 @@ use common::*;
 const SERVER_FULL: &str = "Server penuh, coba lagi nanti";
 const LOGIN_FIRST: &str = "Anda harus login terlebih dahulu";
 
-/// Polls `cond` every 20 ms until it holds or `timeout` passes.
-fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The last lines of a log, for failure messages.
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
 /// The timer column (`tr`) of the server's end of an IPv4 loopback
 /// connection in /proc/net/tcp (what `ss -tnoe` reads): 2 is the keepalive
 /// timer, 0 no timer at all.

@@ -16,26 +16,6 @@ use common::*;
 const SERVER_FULL: &str = "Server penuh, coba lagi nanti";
 const TOO_LONG: &str = "Pesan terlalu panjang (maksimal 4096 byte)";
 
-/// Polls `cond` every 20 ms until it holds or `timeout` passes.
-fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The last lines of a log, for failure messages.
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
 /// Proves a connection was accepted and is served: `help` gets its answer.
 fn assert_served(c: &mut Client) {
     c.send("help");

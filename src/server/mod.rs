@@ -207,6 +207,12 @@ fn queue(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues)
         queue_behind(key, conn, message, queues);
         return;
     }
+    append(key, conn, message, queues);
+}
+
+/// Encodes `message` into `conn`'s output and puts it on the flush list.
+#[inline(always)]
+fn append(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) {
     // A transport's `encode` adds exactly `message.len()` to what is
     // pending (see `Transport::encode`).
     conn.transport.encode(message, &mut conn.out);
@@ -238,12 +244,7 @@ fn queue_behind(key: usize, conn: &mut Connection, message: &[u8], queues: &mut 
         doom(key, conn, queues);
         return;
     }
-    conn.transport.encode(message, &mut conn.out);
-    queues.total_output += message.len();
-    if !conn.queued_flush {
-        conn.queued_flush = true;
-        queues.flush.push(key);
-    }
+    append(key, conn, message, queues);
 }
 
 /// Marks a connection to be dropped at the end of the turn; its output no
@@ -296,9 +297,27 @@ impl Io {
             };
             if conn.sent_in_batch {
                 conn.sent_in_batch = false;
-                let own = without_own_lines(bytes, kind, id, &self.batch.senders);
-                if !own.is_empty() {
-                    queue(id.key(), conn, &own, &mut self.queues);
+                let own_run = own_run(kind, id, &self.batch.senders);
+                if let Some(run) = own_run
+                    && conn.out.is_empty()
+                    && matches!(conn.transport, Transport::Plain)
+                    && bytes.len() - run.len() <= MAX_OUTPUT
+                {
+                    // What others said before its lines is shared; only
+                    // what came after is copied.
+                    conn.out.share_part(bytes, 0..run.start);
+                    self.queues.total_output += run.start;
+                    if run.end < bytes.len() {
+                        append(id.key(), conn, &bytes[run.end..], &mut self.queues);
+                    } else if run.start > 0 && !conn.queued_flush {
+                        conn.queued_flush = true;
+                        self.queues.flush.push(id.key());
+                    }
+                } else {
+                    let own = without_own_lines(bytes, kind, id, &self.batch.senders);
+                    if !own.is_empty() {
+                        queue(id.key(), conn, &own, &mut self.queues);
+                    }
                 }
             } else if conn.out.is_empty() && matches!(conn.transport, Transport::Plain) {
                 conn.out.share(bytes);
@@ -341,6 +360,27 @@ impl Io {
             rendered.clear();
         }
     }
+}
+
+/// Where a sender's messages lie in a batch, if they form one unbroken run
+/// (the usual case: one read's lines are fed in one go).
+fn own_run(
+    kind: usize,
+    sender: ConnId,
+    senders: &[(ConnId, [Range<usize>; Dialect::KINDS])],
+) -> Option<Range<usize>> {
+    let mut run: Option<Range<usize>> = None;
+    for (id, ranges) in senders {
+        if *id == sender {
+            let range = ranges[kind].clone();
+            run = match run {
+                None => Some(range),
+                Some(r) if r.end == range.start => Some(r.start..range.end),
+                Some(_) => return None,
+            };
+        }
+    }
+    run
 }
 
 /// A sender's copy of a batch: everything but the messages it sent.

@@ -19,9 +19,9 @@ use std::rc::Rc;
 /// readers that keep up.
 #[derive(Debug, Default)]
 pub struct OutputBuffer {
-    /// Written before `buf`: a rendering shared with other readers, and how
-    /// much of it is written.
-    shared: Option<(Rc<Vec<u8>>, usize)>,
+    /// Written before `buf`: a rendering shared with other readers, and the
+    /// part of it still to write (`start..end`).
+    shared: Option<(Rc<Vec<u8>>, usize, usize)>,
     buf: Vec<u8>,
     /// Bytes of `buf` before this offset are already written.
     start: usize,
@@ -34,7 +34,7 @@ impl OutputBuffer {
     #[inline]
     pub fn pending(&self) -> usize {
         let shared = match &self.shared {
-            Some((bytes, written)) => bytes.len() - written,
+            Some((_, start, end)) => end - start,
             None => 0,
         };
         shared + self.buf.len() - self.start
@@ -50,11 +50,21 @@ impl OutputBuffer {
     /// nothing else waits; otherwise the bytes are appended like any others.
     #[inline]
     pub fn share(&mut self, bytes: &Rc<Vec<u8>>) {
+        self.share_part(bytes, 0..bytes.len());
+    }
+
+    /// [`share`](Self::share) for the `part` of a shared rendering (a
+    /// sender's copy of a batch: what others said before its own lines).
+    #[inline]
+    pub fn share_part(&mut self, bytes: &Rc<Vec<u8>>, part: std::ops::Range<usize>) {
+        if part.is_empty() {
+            return;
+        }
         if self.is_empty() {
-            self.shared = Some((Rc::clone(bytes), 0));
+            self.shared = Some((Rc::clone(bytes), part.start, part.end));
             self.used = true;
         } else {
-            self.push(bytes);
+            self.push(&bytes[part]);
         }
     }
 
@@ -77,18 +87,18 @@ impl OutputBuffer {
     /// without error when the sink would block or everything is written.
     pub fn write_to(&mut self, sink: &mut impl Write) -> io::Result<usize> {
         let mut written = 0;
-        if let Some((bytes, done)) = &mut self.shared
+        if let Some((bytes, done, end)) = &mut self.shared
             && self.start < self.buf.len()
         {
             // Both parts in one system call, as one buffer would be.
             let parts = [
-                io::IoSlice::new(&bytes[*done..]),
+                io::IoSlice::new(&bytes[*done..*end]),
                 io::IoSlice::new(&self.buf[self.start..]),
             ];
             match sink.write_vectored(&parts) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    let in_shared = n.min(bytes.len() - *done);
+                    let in_shared = n.min(*end - *done);
                     *done += in_shared;
                     self.start += n - in_shared;
                     written += n;
@@ -98,9 +108,9 @@ impl OutputBuffer {
                 Err(e) => return Err(e),
             }
         }
-        if let Some((bytes, done)) = &mut self.shared {
-            while *done < bytes.len() {
-                match sink.write(&bytes[*done..]) {
+        if let Some((bytes, done, end)) = &mut self.shared {
+            while *done < *end {
+                match sink.write(&bytes[*done..*end]) {
                     Ok(0) => return Err(ErrorKind::WriteZero.into()),
                     Ok(n) => {
                         *done += n;
@@ -248,6 +258,21 @@ mod tests {
         assert_eq!(pipe.taken, b"[a] hi\n[a] ho\nLogin sukses\n");
         assert!(out.is_empty());
         assert_eq!(Rc::strong_count(&shared), 1);
+    }
+
+    #[test]
+    fn a_shared_part_then_own_bytes_keep_their_order() {
+        let shared: Rc<Vec<u8>> = Rc::new(b"[b] one\n[a] mine\n[c] two\n".to_vec());
+        let mut out = OutputBuffer::default();
+        out.share_part(&shared, 0..8);
+        out.push(&shared[17..]);
+        assert_eq!(out.pending(), 16);
+        let mut sink = Vec::new();
+        out.write_to(&mut sink).unwrap();
+        assert_eq!(sink, b"[b] one\n[c] two\n");
+        // An empty part queues nothing.
+        out.share_part(&shared, 3..3);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -47,6 +47,13 @@ pub fn strip_line_end(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+thread_local! {
+    /// Where an idle connection's read lands before its bytes are kept: one
+    /// per thread (the event loop's), initialised once.
+    static SCRATCH: std::cell::RefCell<Box<[u8; READ_CHUNK]>> =
+        std::cell::RefCell::new(Box::new([0; READ_CHUNK]));
+}
+
 /// Splits a connection's byte stream into lines, enforcing [`MAX_LINE`], and
 /// answers telnet option negotiation as the bytes arrive.
 ///
@@ -93,18 +100,34 @@ impl LineBuffer {
         self.scan_telnet(self.end - bytes.len());
     }
 
-    /// Reads once from `src`, at most [`READ_CHUNK`] bytes, straight into the
-    /// buffer (no scratch buffer, no copy), then does what
+    /// Reads once from `src`, at most [`READ_CHUNK`] bytes, and then does what
     /// [`extend`](Self::extend) does. Returns what `read` returned: `Ok(0)` is
     /// end of stream, and `WouldBlock` is passed on for the caller's loop.
     ///
-    /// The read room is zeroed only when the buffer grows, not on every read,
-    /// and it is kept between reads (a chatty connection would otherwise
-    /// allocate and zero 4 KiB per line): the owner gives it back with
-    /// [`sweep`](Self::sweep) once the connection has gone quiet. End of
-    /// stream and errors other than `WouldBlock` give it back at once.
+    /// A buffer that holds bytes (a partial line, or the middle of a burst)
+    /// reads straight into its room, which is zeroed only when it grows. An
+    /// empty one (the common idle connection) holds no memory at all: it
+    /// reads into a scratch buffer of the thread's, reused by every
+    /// connection and never zeroed again, and keeps only the bytes that came.
+    /// When the read ends a burst (end of stream, `WouldBlock`, an error) the
+    /// room is given back, so an idle connection holds no buffer memory.
     pub fn read_from<R: std::io::Read>(&mut self, src: &mut R) -> std::io::Result<usize> {
         self.compact();
+        if self.is_empty() && self.buf.len() < self.end + READ_CHUNK {
+            let result = SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let n = src.read(&mut scratch[..])?;
+                // A reader that claims more than it was given is a bug in
+                // the reader; never trust it past the room it had.
+                let n = n.min(READ_CHUNK);
+                self.extend(&scratch[..n]);
+                Ok(n)
+            });
+            if !matches!(result, Ok(n) if n > 0) {
+                self.trim_room();
+            }
+            return result;
+        }
         let want = self.end + READ_CHUNK;
         if self.buf.len() < want {
             self.buf.resize(want, 0);
@@ -115,14 +138,11 @@ impl LineBuffer {
                 Ok(0)
             }
             Ok(n) => {
-                // A reader that claims more than it was given is a bug in the
-                // reader; never trust it past the room it had.
                 let n = n.min(READ_CHUNK);
                 self.end += n;
                 self.scan_telnet(self.end - n);
                 Ok(n)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(e),
             Err(e) => {
                 self.trim_room();
                 Err(e)
@@ -815,11 +835,8 @@ mod tests {
             ]
         );
         assert_eq!(replies, b"\xff\xfc\x06");
-        // The burst ended with nothing pending: the room is kept for the
-        // next read until a sweep gives it back.
+        // The burst ended with nothing pending: no buffer memory is kept.
         assert!(b.is_empty());
-        assert!(b.buf.capacity() >= READ_CHUNK);
-        assert!(b.sweep() >= READ_CHUNK);
         assert_eq!(b.buf.capacity(), 0);
         assert_eq!(b.sweep(), 0);
     }
@@ -836,6 +853,10 @@ mod tests {
         assert_eq!(b.read_from(&mut src).ok(), Some(3));
         assert!(b.read_from(&mut src).is_err());
         assert_eq!(frames(&mut b), vec![]);
+        assert!(
+            b.buf.capacity() < READ_CHUNK,
+            "the read room was not given back"
+        );
         // A partial line is pending: a sweep keeps it.
         assert_eq!(b.sweep(), 0);
         src.data = b"o\n".to_vec();
