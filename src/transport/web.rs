@@ -49,7 +49,7 @@ const MAX_HEADERS: usize = 48;
 
 /// tungstenite's read buffer per WebSocket. Small, because it is held by
 /// every idle browser; a larger message grows it only while it arrives.
-const WS_READ_BUFFER: usize = 1024;
+const WS_READ_BUFFER: usize = 256;
 
 /// The chat page, compiled in: one self-contained document, with
 /// `{{LANG}}` and `{{STRINGS}}` filled in at start-up (see [`Site::new`]).
