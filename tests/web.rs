@@ -447,3 +447,38 @@ fn passwords_and_message_text_are_never_logged_even_at_trace() {
         "message text was logged:\n{log}"
     );
 }
+
+#[test]
+fn max_clients_counts_every_door_and_a_browser_over_it_gets_503() {
+    let (server, addr) = start(&["--max-clients", "1"]);
+    let mut nc = server.connect();
+    nc.send("help");
+    let _ = nc.line();
+    let answer = http(addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(status(&answer), "HTTP/1.1 503 Service Unavailable");
+    assert!(
+        answer.ends_with("Server penuh, coba lagi nanti\n"),
+        "{answer}"
+    );
+    drop(nc);
+    // Once the plain user has gone, the browser gets in (and counts).
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    loop {
+        let answer = http(addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        if status(&answer) == "HTTP/1.1 200 OK" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never let in: {answer}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The page's connection may take a moment to be seen closed.
+    let _w = loop {
+        match try_ws(addr, None) {
+            Ok(w) => break w,
+            Err(e) => assert!(Instant::now() < deadline, "never let in: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut refused = server.connect();
+    refused.expect("Server penuh, coba lagi nanti");
+}
