@@ -7,7 +7,7 @@ ARGS ?=
 # Where the browser test saves its screenshots (empty: target/browser-shots)
 SHOTS ?=
 
-.PHONY: all build run-server run-client test test-cargo test-nc nc test-browser screenshots lint fmt clean bench bench-quick soak bench-callgrind
+.PHONY: all build run-server run-client test test-cargo test-nc nc test-browser screenshots lint fmt clean bench bench-quick soak bench-callgrind bench-history
 
 all: build
 
@@ -68,6 +68,11 @@ clean:
 ## soak: 1000 misbehaving clients for a few minutes (SOAK_SECS=150), not part of make test
 soak:
 	$(CARGO) test --release -p chat --test soak -- --ignored --nocapture
+
+## bench-history: STORED per second, group commit against one fsync per
+## message, and the chat round trip meanwhile (SPEC 9); not part of make test
+bench-history:
+	$(CARGO) test --release -p chat --test history_bench -- --ignored --nocapture
 
 ## bench: ours vs ngircd vs the floor, interleaved, 3 repetitions (~7 min);
 ## medians, ratios, JSON lines, table and chart in bench/results/

@@ -175,7 +175,7 @@ per() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
 rows=""
 for window in $WINDOWS; do
     WINDOW=$window
-    run_one "ours-w$window" chat "$target/chat-server" --port 0 --accounts :memory: \
+    run_one "ours-w$window" chat "$target/chat-server" --port 0 --accounts :memory: --history :memory: \
         --hash-params m=256,t=1,p=1 --flood-rate 0 --log-level warn --max-clients $((CLIENTS + 100))
     ours_ir=$ir_main ours_other=$ir_other ours_del=$deliveries
     run_one "floor-w$window" floor "$target/chat-bench" floor --port 0

@@ -3,7 +3,9 @@
 //! a-time lines, failed logins, stalled readers, abrupt closes) for a few
 //! minutes. Afterwards the server must still be running without a panic, its
 //! memory back near where it started, and every account that received
-//! `REGIST_OK` must still log in.
+//! `REGIST_OK` must still log in. Meanwhile one more client sends private
+//! messages to users who are never online: every one that got `STORED` must
+//! arrive when they log in, after a restart (SPEC section 9).
 //!
 //! Ignored by `cargo test`; run with `make soak` (SOAK_SECS, SOAK_CLIENTS tune it).
 
@@ -259,9 +261,12 @@ fn soak() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let accounts = dir.join("accounts.db");
+    let history = dir.join("history.db");
     let mut server = Server::start_command(Command::new(env!("CARGO_BIN_EXE_chat-server")).args([
         "--accounts",
         accounts.to_str().unwrap(),
+        "--history",
+        history.to_str().unwrap(),
         "--hash-params",
         FAST_HASH,
         "--login-timeout",
@@ -283,6 +288,11 @@ fn soak() {
     // by much, whatever the allocator keeps cached.
     let half = Duration::from_secs(secs / 2);
     let started = Instant::now();
+    let mailer = {
+        let addr = server.addr;
+        let until = Instant::now() + 2 * half;
+        std::thread::spawn(move || mail_offline(addr, until))
+    };
     let first = soak_threads(server.addr, clients, 8, half, 1);
     // The server releases idle buffers and trims its heap every 5 s.
     std::thread::sleep(SETTLE);
@@ -290,6 +300,7 @@ fn soak() {
     let second = soak_threads(server.addr, clients, 8, half, 2);
     std::thread::sleep(SETTLE);
     let rss_end = rss_kib(pid);
+    let stored = mailer.join().expect("the mailer panicked");
     assert!(
         server.child.try_wait().unwrap().is_none(),
         "the server died during the soak:\n{}",
@@ -332,9 +343,17 @@ fn soak() {
     let restarted = Server::start_command(Command::new(env!("CARGO_BIN_EXE_chat-server")).args([
         "--accounts",
         accounts.to_str().unwrap(),
+        "--history",
+        history.to_str().unwrap(),
         "--hash-params",
         FAST_HASH,
+        // The checks send two lines per account at once: flood control
+        // would pace them at 5 a second.
+        "--flood-rate",
+        "0",
     ]));
+    let stored_count: usize = stored.iter().map(Vec::len).sum();
+    check_mailboxes(&restarted, &stored);
     check_all(&restarted);
 
     let actions = first.actions + second.actions;
@@ -342,7 +361,8 @@ fn soak() {
     let reconnects = first.reconnects + second.reconnects;
     eprintln!(
         "soak: {clients} clients, {:.0} s, {actions} actions, {reconnects} connections, \
-         {received} lines received, {} accounts registered and verified after restart; \
+         {received} lines received, {} accounts registered and verified after restart, \
+         {stored_count} messages STORED for offline users and all delivered after restart; \
          server RSS {rss_start} KiB at start, {rss_after_first} KiB after the first half, \
          {rss_end} KiB at the end",
         started.elapsed().as_secs_f64(),
@@ -360,4 +380,66 @@ fn soak() {
         "server RSS kept growing: {rss_after_first} KiB then {rss_end} KiB"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Users who never log in during the soak: the mailer's messages wait for them.
+const MAILBOXES: usize = 50;
+
+/// Registers [`MAILBOXES`] users and, until `until`, sends private messages
+/// to them one at a time; returns, per mailbox, the texts that got `STORED`
+/// (the replies to one connection come in order, among the broadcasts and
+/// notices the mailer also receives).
+fn mail_offline(addr: SocketAddr, until: Instant) -> Vec<Vec<String>> {
+    let mut c = Client::connect(addr);
+    for i in 0..MAILBOXES {
+        c.send(&format!("regist mailbox{i} pw"));
+    }
+    c.send("regist mailer pw");
+    c.send("login mailer pw");
+    let mut stored = vec![Vec::new(); MAILBOXES];
+    let mut seq = 0u64;
+    // Skip to LOGIN_OK.
+    while c.line() != "Login sukses" {}
+    while Instant::now() < until {
+        let to = (seq % MAILBOXES as u64) as usize;
+        let text = format!("surat{seq}");
+        c.send(&format!("send-to mailbox{to} {text}"));
+        loop {
+            let line = c.line();
+            if line == format!("Pesan untuk mailbox{to} disimpan") {
+                stored[to].push(text);
+                break;
+            }
+            if line == format!("Kotak pesan mailbox{to} penuh")
+                || line == "Gagal menyimpan pesan, coba lagi nanti"
+            {
+                // Full inboxes answer at once: do not spin.
+                std::thread::sleep(Duration::from_millis(5));
+                break;
+            }
+        }
+        seq += 1;
+    }
+    stored
+}
+
+/// Every message that got `STORED` arrives, in order, once, at login.
+fn check_mailboxes(server: &Server, stored: &[Vec<String>]) {
+    for (i, texts) in stored.iter().enumerate() {
+        let mut c = server.connect();
+        c.send(&format!("login mailbox{i} pw"));
+        c.expect("Login sukses");
+        c.send("logout");
+        let mut got = Vec::new();
+        loop {
+            let line = c.line();
+            if line == "Logout sukses" {
+                break;
+            }
+            if let Some((_, rest)) = line.split_once(") Pesan pribadi dari [mailer] ") {
+                got.push(rest.to_owned());
+            }
+        }
+        assert_eq!(&got, texts, "mailbox{i}");
+    }
 }

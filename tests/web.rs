@@ -358,7 +358,8 @@ fn the_door_is_off_by_default_and_a_busy_port_stops_the_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .args(["--accounts", ":memory:", "--port", "0", "--web-port", &port])
+        .args(["--accounts", ":memory:", "--history", ":memory:"])
+        .args(["--port", "0", "--web-port", &port])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -401,7 +402,8 @@ fn a_slow_browser_is_cut_off_like_any_reader() {
 fn passwords_and_message_text_are_never_logged_even_at_trace() {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .args(["--accounts", ":memory:", "--hash-params", common::FAST_HASH])
+        .args(["--accounts", ":memory:", "--history", ":memory:"])
+        .args(["--hash-params", common::FAST_HASH])
         .args(["--port", "0", "--web-port", "0", "--log-level", "trace"])
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

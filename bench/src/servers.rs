@@ -125,6 +125,8 @@ impl Launch {
                     },
                     "--accounts".into(),
                     ":memory:".into(),
+                    "--history".into(),
+                    ":memory:".into(),
                     "--log-level".into(),
                     "warn".into(),
                     "--max-clients".into(),

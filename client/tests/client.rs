@@ -160,6 +160,38 @@ fn piped_client_registers_logs_in_and_hears_a_broadcast_and_a_private_message() 
     bob.expect("Teman anda [alice] telah offline");
 }
 
+/// A stored message and a replayed broadcast (SPEC section 9) are printed
+/// as the server sends them, time marker included.
+#[test]
+fn piped_client_prints_replayed_and_stored_lines_as_they_are() {
+    let server = Server::start(&["--replay", "1"]);
+    let mut alice = server.login("alice");
+    alice.send("regist bob pw");
+    alice.expect("Anda berhasil terdaftar");
+    alice.send("halo semua");
+    alice.send("send-to bob ditunggu");
+    alice.expect("Pesan untuk bob disimpan");
+    let mut bob = Piped::start(server.addr);
+    bob.send("login bob pw");
+    bob.expect("Login sukses");
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    let mut got = Vec::new();
+    while got.len() < 2 && Instant::now() < deadline {
+        if let Ok(line) = bob.lines.recv_timeout(REPLY_TIMEOUT) {
+            got.push(line);
+        }
+    }
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (line, tail) in got.iter().zip([
+        ") [alice] halo semua",
+        ") Pesan pribadi dari [alice] ditunggu",
+    ]) {
+        assert!(line.starts_with('(') && line.ends_with(tail), "{got:?}");
+    }
+    let (status, _, _) = bob.finish();
+    assert!(status.success());
+}
+
 #[test]
 fn piped_input_ending_still_gets_every_reply_then_exits() {
     let server = Server::start(&[]);

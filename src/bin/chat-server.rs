@@ -10,8 +10,9 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use chat::core::chat::ChatConfig;
 use chat::core::limits::{Exempt, LimitsConfig};
-use chat::server::{Server, ServerConfig, WebDoorConfig, raise_fd_limit};
+use chat::server::{HistorySettings, Server, ServerConfig, WebDoorConfig, raise_fd_limit};
 use chat::store::accounts::HashParams;
+use chat::store::history::{Commit, HistoryPlace};
 use chat::wire::protocol::Lang;
 
 /// The 2015 ITS chat server, in Rust: regist, login, broadcast, send-to,
@@ -85,6 +86,20 @@ struct Args {
     /// Threads that hash passwords (default: one less than the cores, at least 1).
     #[arg(long)]
     auth_threads: Option<usize>,
+    /// File of messages kept for users who are not online, `:memory:` to
+    /// keep them only while running, or `none` to refuse them (NOT_ONLINE).
+    #[arg(long, default_value = "history.db")]
+    history: String,
+    /// Broadcasts replayed to each user right after login.
+    #[arg(long, default_value_t = 0)]
+    replay: usize,
+    /// Stored messages and broadcasts older than this many days are dropped.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    history_days: u32,
+    /// One fsync per stored message instead of one per group: only to
+    /// measure what group commit saves.
+    #[arg(long, hide = true)]
+    history_fsync_each: bool,
 }
 
 /// `--lang id|en`. Parsed here rather than by a clap derive on [`Lang`], so
@@ -152,6 +167,16 @@ fn run(args: Args) -> Result<(), String> {
         },
         hash_params: args.hash_params,
         auth_threads: args.auth_threads.unwrap_or(cores.saturating_sub(1)).max(1),
+        history: HistorySettings {
+            place: HistoryPlace::parse(&args.history),
+            replay: args.replay,
+            days: args.history_days,
+            commit: if args.history_fsync_each {
+                Commit::EachJob
+            } else {
+                Commit::Group
+            },
+        },
         web: args.web_port.map(|port| WebDoorConfig {
             addr: SocketAddr::new(addr.ip(), port),
             origins: args.web_origin.clone(),

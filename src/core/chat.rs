@@ -15,15 +15,22 @@
 //! 1. [`connect`](Chat::connect) once, when it is accepted.
 //! 2. [`line`](Chat::line) (or [`too_long`](Chat::too_long)) for each complete
 //!    line, in order, only while the previous call returned [`Flow::Ready`].
-//!    [`Flow::Held`] means a password job of this connection is in flight: feed
-//!    nothing more (leave the bytes in the kernel) until
-//!    [`auth_done`](Chat::auth_done) names the connection again.
+//!    [`Flow::Held`] means a password job (or a message's write) of this
+//!    connection is in flight: feed nothing more (leave the bytes in the
+//!    kernel) until [`auth_done`](Chat::auth_done) (or
+//!    [`history_done`](Chat::history_done)) names the connection again.
 //!    [`Flow::Closed`] means the core asked [`Outbox::close`]: feed nothing more.
 //! 3. [`auth_done`](Chat::auth_done) for each finished job, whenever it
 //!    finishes; it returns the connection that may be fed again, if any.
-//! 4. [`tick`](Chat::tick) once [`next_deadline`](Chat::next_deadline) has
+//!    The same for [`history_done`](Chat::history_done) and each finished
+//!    [`HistoryJob::Store`] (a `send-to` to a user who is not online holds
+//!    its sender until the message is on disk, SPEC section 9).
+//! 4. [`set_clock`](Chat::set_clock) with the wall-clock time, before
+//!    calls whose messages may be stored (once per loop turn is enough):
+//!    the core reads no clock itself.
+//! 5. [`tick`](Chat::tick) once [`next_deadline`](Chat::next_deadline) has
 //!    passed (login timeouts).
-//! 5. [`disconnect`](Chat::disconnect) exactly once, when the shell forgets the
+//! 6. [`disconnect`](Chat::disconnect) exactly once, when the shell forgets the
 //!    connection, whatever the reason: the peer closed, an error, an output
 //!    overflow, or a close the core asked for (call it as soon as that request
 //!    is seen, so the user goes offline at once). This is the only way a
@@ -40,7 +47,10 @@ use std::time::{Duration, Instant};
 use log::info;
 
 pub use super::auth::{AuthDone, AuthJob, AuthOutcome, Ticket};
-pub use super::event::{Event, Prompt, Users};
+pub use super::event::{Event, Prompt, Replayed, Users};
+use super::history::{Broadcast, Message};
+pub use super::history::{HistoryConfig, HistoryDone, HistoryJob, Loaded};
+use super::inbox::Inboxes;
 use super::limits::{
     AddressTable, AuthClaim, AuthOutcome as LimitOutcome, ConnClaim, LimitsConfig, Refused,
 };
@@ -87,7 +97,8 @@ pub const MAX_FAILED_LOGINS: u32 = 5;
 pub enum Flow {
     /// Feed the next line.
     Ready,
-    /// A password job is in flight: wait for [`Chat::auth_done`].
+    /// A password job is in flight: wait for [`Chat::auth_done`]; or a
+    /// message's write is: wait for [`Chat::history_done`].
     Held,
     /// The core asked to close this connection: feed nothing more.
     Closed,
@@ -112,6 +123,14 @@ pub trait Outbox {
     fn close(&mut self, conn: ConnId);
     /// Start slow work; its [`AuthDone`] comes back through [`Chat::auth_done`].
     fn submit(&mut self, job: AuthJob);
+
+    /// Hand work to the history store; a [`HistoryJob::Store`] answers
+    /// through [`Chat::history_done`]. The core asks only after
+    /// [`Chat::enable_history`], so a shell without a history store (and
+    /// an outbox of a test that never enables it) may leave this as is.
+    fn store(&mut self, job: HistoryJob) {
+        debug_assert!(false, "history job without a history store: {job:?}");
+    }
 
     /// Tell every connection of `to` but `except` the same thing. The hot
     /// path of a chat server: an implementation renders the event once per
@@ -187,8 +206,13 @@ struct Dialogue {
 /// A job in flight for this connection; its lines wait until it is done.
 #[derive(Debug)]
 enum Waiting {
-    Login { username: String, known: bool },
+    Login {
+        username: String,
+        known: bool,
+    },
     Regist,
+    /// A message for a user who is not online is being written.
+    Store,
 }
 
 /// Per-connection state.
@@ -253,6 +277,11 @@ pub struct Chat {
     /// session because a job outlives a connection that closes meanwhile,
     /// and its outcome still counts.
     job_claims: HashMap<ConnId, AuthClaim>,
+    /// Messages that wait (SPEC section 9); `None` with `--history none`.
+    inboxes: Option<Inboxes>,
+    /// The wall-clock time the shell last gave, in seconds since the Unix
+    /// epoch: when stored and replayed messages were sent.
+    clock: i64,
 }
 
 impl Chat {
@@ -280,7 +309,23 @@ impl Chat {
             online_version: 0,
             deadlines: VecDeque::new(),
             pending_jobs: 0,
+            inboxes: None,
+            clock: 0,
         }
+    }
+
+    /// Turns on SPEC section 9: a `send-to` to a registered user who is not
+    /// online is stored (through [`Outbox::store`]) instead of refused, and
+    /// each login gets what waited for it. `loaded` is what the store held
+    /// at start.
+    pub fn enable_history(&mut self, config: HistoryConfig, loaded: Loaded) {
+        self.inboxes = Some(Inboxes::new(config, loaded));
+    }
+
+    /// The wall-clock time, in seconds since the Unix epoch (see the call
+    /// protocol).
+    pub fn set_clock(&mut self, unix_seconds: i64) {
+        self.clock = unix_seconds;
     }
 
     /// Number of registered accounts (reservations excluded).
@@ -464,7 +509,10 @@ impl Chat {
                     let from = logged_in.as_deref().unwrap_or_default();
                     out.send(to, Event::Private { from, text });
                 }
-                None => out.send(id, Event::NotOnline(target)),
+                None => {
+                    let from = logged_in.as_deref().unwrap_or_default();
+                    self.send_to_offline(id, from, target, text, out);
+                }
             },
             Command::Message(text) => {
                 let from = logged_in.as_deref().unwrap_or_default();
@@ -473,8 +521,138 @@ impl Chat {
                     version: self.online_version,
                 };
                 out.broadcast(to, id, Event::Chat { from, text });
+                if let Some(inboxes) = self.inboxes.as_mut().filter(|i| i.replaying()) {
+                    let broadcast = Broadcast {
+                        id: inboxes.next_id(),
+                        at: self.clock,
+                        from: from.to_owned(),
+                        text: text.to_owned(),
+                    };
+                    inboxes.remember(broadcast.clone());
+                    out.store(HistoryJob::Broadcast(broadcast));
+                }
             }
         }
+    }
+
+    /// `send-to` named a user who is not online: stored for a registered
+    /// user while the history is on (the sender is held until it is on
+    /// disk), `NOT_ONLINE` otherwise.
+    fn send_to_offline(
+        &mut self,
+        id: ConnId,
+        from: &str,
+        target: &str,
+        text: &str,
+        out: &mut impl Outbox,
+    ) {
+        let registered = matches!(self.accounts.get(target), Some(Account::Stored(_)));
+        let Some(inboxes) = self.inboxes.as_mut().filter(|_| registered) else {
+            out.send(id, Event::NotOnline(target));
+            return;
+        };
+        if !inboxes.reserve(target, text.len()) {
+            out.send(id, Event::InboxFull(target));
+            return;
+        }
+        let message = Message {
+            id: inboxes.next_id(),
+            at: self.clock,
+            to: target.to_owned(),
+            from: from.to_owned(),
+            text: text.to_owned(),
+        };
+        if let Some(session) = self.session_mut(id) {
+            session.waiting = Some(Waiting::Store);
+        }
+        out.store(HistoryJob::Store {
+            ticket: id,
+            message,
+        });
+    }
+
+    /// A message's write finished. The sender (if still there) is told
+    /// `STORED` or `STORE_FAILED` and may be fed again; a stored message
+    /// waits for its user, or goes to them at once if they logged in
+    /// meanwhile. Returns the connection that may be fed lines again.
+    pub fn history_done(&mut self, done: HistoryDone, out: &mut impl Outbox) -> Option<ConnId> {
+        let id = done.ticket;
+        let held = match self.session_mut(id) {
+            Some(s) if matches!(s.waiting, Some(Waiting::Store)) => {
+                s.waiting = None;
+                true
+            }
+            _ => false,
+        };
+        let to = done.message.to.clone();
+        if let Some(inboxes) = self.inboxes.as_mut() {
+            inboxes.settle(done.message, done.stored);
+        }
+        if held {
+            if done.stored {
+                out.send(id, Event::Stored(&to));
+            } else {
+                out.send(id, Event::Reply(Reply::StoreFailed));
+            }
+        }
+        if done.stored
+            && let Some(&conn) = self.online.get(to.as_str())
+        {
+            self.deliver_stored(conn, &to, out);
+        }
+        (held && self.flow(id) == Flow::Ready).then_some(id)
+    }
+
+    /// Right after `LOGIN_OK`: the broadcasts to replay, then every stored
+    /// message, before any live line can reach the connection.
+    fn deliver_waiting(&mut self, id: ConnId, user: &str, out: &mut impl Outbox) {
+        let Some(inboxes) = self.inboxes.as_ref() else {
+            return;
+        };
+        for broadcast in inboxes.recent(self.clock) {
+            out.send(
+                id,
+                Event::Replayed(Replayed {
+                    from: &broadcast.from,
+                    text: &broadcast.text,
+                    at: broadcast.at,
+                    now: self.clock,
+                    private: false,
+                }),
+            );
+        }
+        self.deliver_stored(id, user, out);
+    }
+
+    /// Hands `user`'s stored messages to connection `id`, then tells the
+    /// store they are delivered. In that order: a crash in between delivers
+    /// them again, never loses them.
+    fn deliver_stored(&mut self, id: ConnId, user: &str, out: &mut impl Outbox) {
+        let Some(inboxes) = self.inboxes.as_mut() else {
+            return;
+        };
+        let messages = inboxes.take(user);
+        let Some(upto) = messages.iter().map(|m| m.id).max() else {
+            return;
+        };
+        // Those past `--history-days` are dropped, and marked delivered too.
+        let cutoff = inboxes.cutoff(self.clock);
+        for message in messages.iter().filter(|m| m.at >= cutoff) {
+            out.send(
+                id,
+                Event::Replayed(Replayed {
+                    from: &message.from,
+                    text: &message.text,
+                    at: message.at,
+                    now: self.clock,
+                    private: true,
+                }),
+            );
+        }
+        out.store(HistoryJob::Delivered {
+            to: user.to_owned(),
+            upto,
+        });
     }
 
     /// `login U P` (or its dialogue) from a connection that is not logged in.
@@ -636,10 +814,11 @@ impl Chat {
                     session.user = Some(name.clone());
                     session.login_deadline = None;
                     info!("{peer}: {name} logged in");
-                    self.online.insert(name, id);
+                    self.online.insert(name.clone(), id);
                     self.online_conns.push(id);
                     self.online_version += 1;
                     out.send(id, Event::Reply(Reply::LoginOk));
+                    self.deliver_waiting(id, &name, out);
                 }
             }
         }
@@ -740,6 +919,7 @@ mod tests {
         /// Closed but not yet disconnected, as the shell would.
         to_disconnect: Vec<ConnId>,
         jobs: VecDeque<AuthJob>,
+        history: VecDeque<HistoryJob>,
     }
 
     impl Recorder {
@@ -750,6 +930,7 @@ mod tests {
                 closed: Vec::new(),
                 to_disconnect: Vec::new(),
                 jobs: VecDeque::new(),
+                history: VecDeque::new(),
             }
         }
     }
@@ -764,6 +945,9 @@ mod tests {
         }
         fn submit(&mut self, job: AuthJob) {
             self.jobs.push_back(job);
+        }
+        fn store(&mut self, job: HistoryJob) {
+            self.history.push_back(job);
         }
     }
 
@@ -1281,5 +1465,186 @@ mod tests {
         let id = h.id(0);
         assert_eq!(h.chat.too_long(id, &mut h.out), Flow::Ready);
         assert_eq!(h.take(0), "Pesan terlalu panjang (maksimal 4096 byte)\n");
+    }
+
+    /// A harness with the history on; the wall clock at 2026-11-30 15:04 UTC.
+    fn with_history(replay: usize) -> Harness {
+        let mut h = Harness::new();
+        h.chat.enable_history(
+            HistoryConfig {
+                replay,
+                ..HistoryConfig::default()
+            },
+            Loaded::default(),
+        );
+        h.chat.set_clock(1_796_051_045);
+        h
+    }
+
+    impl Harness {
+        /// Answers the queued store jobs (`stored` or failed); returns the
+        /// other history jobs, in order, as (kind, user, id).
+        fn run_history(&mut self, stored: bool) -> Vec<String> {
+            let mut others = Vec::new();
+            while let Some(job) = self.out.history.pop_front() {
+                match job {
+                    HistoryJob::Store { ticket, message } => {
+                        let _ = self.chat.history_done(
+                            HistoryDone {
+                                ticket,
+                                stored,
+                                message,
+                            },
+                            &mut self.out,
+                        );
+                        self.settle();
+                    }
+                    HistoryJob::Delivered { to, upto } => others.push(format!("D {to} {upto}")),
+                    HistoryJob::Broadcast(b) => others.push(format!("B {} {}", b.from, b.id)),
+                }
+            }
+            others
+        }
+    }
+
+    #[test]
+    fn without_history_a_registered_offline_user_is_not_online() {
+        let mut h = Harness::new();
+        h.login(0, "a");
+        h.line(0, "send-to client hi");
+        assert_eq!(h.take(0), "User client tidak sedang online\n");
+        assert!(h.out.history.is_empty());
+    }
+
+    #[test]
+    fn a_message_for_an_offline_user_is_stored_then_delivered_at_login() {
+        let mut h = with_history(0);
+        h.login(0, "a");
+        h.line_held(0, "send-to nobody hi");
+        assert_eq!(h.take(0), "User nobody tidak sedang online\n");
+        h.line_held(0, "send-to client hi  there");
+        // Held until the store answers: nothing said, no line taken.
+        assert_eq!(h.take(0), "");
+        assert_eq!(h.flow(0), Flow::Held);
+        assert_eq!(h.run_history(true), Vec::<String>::new());
+        assert_eq!(h.take(0), "Pesan untuk client disimpan\n");
+        assert_eq!(h.flow(0), Flow::Ready);
+        h.line_held(0, "send-to client two");
+        h.run_history(true);
+        h.take(0);
+        h.connect(1);
+        h.line(1, "login client 123");
+        let got = h.take(1);
+        assert!(got.starts_with("Login sukses\n("), "{got}");
+        let lines: Vec<&str> = got.lines().collect();
+        assert_eq!(lines.len(), 3, "{got}");
+        assert!(
+            lines[1].ends_with(") Pesan pribadi dari [a] hi  there"),
+            "{got}"
+        );
+        assert!(lines[2].ends_with(") Pesan pribadi dari [a] two"), "{got}");
+        assert_eq!(h.run_history(true), ["D client 2"]);
+        // Delivered once.
+        h.line(1, "logout");
+        h.line(1, "login client 123");
+        assert_eq!(h.take(1), "Logout sukses\nLogin sukses\n");
+    }
+
+    #[test]
+    fn replayed_broadcasts_come_before_stored_messages() {
+        let mut h = with_history(2);
+        h.login(0, "a");
+        for text in ["one", "two", "three"] {
+            h.line(0, text);
+        }
+        h.line_held(0, "send-to client psst");
+        assert_eq!(
+            h.run_history(true),
+            ["B a 1", "B a 2", "B a 3"],
+            "broadcasts are kept, not acknowledged"
+        );
+        h.connect(1);
+        h.line(1, "login client 123");
+        let got = h.take(1);
+        let tails: Vec<&str> = got
+            .lines()
+            .map(|l| l.split_once(") ").map_or(l, |(_, t)| t))
+            .collect();
+        assert_eq!(
+            tails,
+            [
+                "Login sukses",
+                "[a] two",
+                "[a] three",
+                "Pesan pribadi dari [a] psst"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_inbox_is_full_at_101_messages_and_a_failed_write_keeps_nothing() {
+        let mut h = with_history(0);
+        h.login(0, "a");
+        for i in 0..100 {
+            h.line_held(0, &format!("send-to client m{i}"));
+            h.run_history(true);
+        }
+        assert_eq!(h.take(0), "Pesan untuk client disimpan\n".repeat(100));
+        h.line_held(0, "send-to client one too many");
+        assert_eq!(h.take(0), "Kotak pesan client penuh\n");
+        assert!(h.out.history.is_empty());
+        // A failed write is refused and kept nowhere.
+        h.login(2, "b");
+        h.line_held(2, "send-to a x");
+        assert_eq!(h.take(2), "");
+        h.line(0, "logout");
+        h.take(0);
+        h.take(2);
+        h.line_held(2, "send-to a lost");
+        h.run_history(false);
+        assert_eq!(h.take(2), "Gagal menyimpan pesan, coba lagi nanti\n");
+        h.line(0, "login a pw");
+        assert_eq!(h.take(0), "Login sukses\n");
+    }
+
+    #[test]
+    fn a_message_stored_while_its_user_logs_in_is_delivered_at_once() {
+        let mut h = with_history(0);
+        h.login(0, "a");
+        h.line_held(0, "send-to client late");
+        h.connect(1);
+        h.line(1, "login client 123");
+        assert_eq!(h.take(1), "Login sukses\n");
+        assert_eq!(h.run_history(true), ["D client 1"]);
+        assert_eq!(h.take(0), "Pesan untuk client disimpan\n");
+        assert!(h.take(1).ends_with(") Pesan pribadi dari [a] late\n"));
+    }
+
+    #[test]
+    fn a_sender_that_leaves_while_its_message_is_written_still_stores_it() {
+        let mut h = with_history(0);
+        h.login(0, "a");
+        h.line_held(0, "send-to client kept");
+        h.disconnect(0);
+        h.connect(0);
+        h.run_history(true);
+        assert_eq!(h.take(0), "");
+        h.connect(1);
+        h.line(1, "login client 123");
+        assert!(h.take(1).ends_with(") Pesan pribadi dari [a] kept\n"));
+    }
+
+    #[test]
+    fn messages_past_history_days_are_not_delivered_but_marked() {
+        let mut h = with_history(1);
+        h.login(0, "a");
+        h.line(0, "old news");
+        h.line_held(0, "send-to client stale");
+        h.run_history(true);
+        h.chat.set_clock(1_796_051_045 + 31 * 86_400);
+        h.connect(1);
+        h.line(1, "login client 123");
+        assert_eq!(h.take(1), "Login sukses\n");
+        assert_eq!(h.run_history(true), ["D client 2"]);
     }
 }

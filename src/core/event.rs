@@ -30,6 +30,30 @@ pub enum Event<'a> {
     Chat { from: &'a str, text: &'a str },
     /// `user` left (logged out, quit, or was disconnected).
     Offline(&'a str),
+    /// `send-to` named a registered user who is not online, and the message
+    /// is on disk for them (`STORED`, SPEC section 9).
+    Stored(&'a str),
+    /// `send-to` named a user whose inbox is full (`INBOX_FULL`).
+    InboxFull(&'a str),
+    /// A message from before this login: a replayed broadcast or a stored
+    /// private message, with when it was sent.
+    Replayed(Replayed<'a>),
+}
+
+/// A message delivered after the fact (SPEC section 9). The time is the
+/// core's, passed in; how it reads (time zone, today or not) is the
+/// dialect's business.
+#[derive(Debug, Clone, Copy)]
+pub struct Replayed<'a> {
+    pub from: &'a str,
+    pub text: &'a str,
+    /// When it was sent, seconds since the Unix epoch.
+    pub at: i64,
+    /// Now, by the same clock: the marker shows the date only when `at` is
+    /// not from today.
+    pub now: i64,
+    /// A stored private message, or (false) a replayed broadcast.
+    pub private: bool,
 }
 
 /// The two prompts of the dialogue that a bare `login` or `regist` starts.

@@ -6,4 +6,6 @@
 pub mod auth;
 pub mod chat;
 pub mod event;
+pub mod history;
+pub mod inbox;
 pub mod limits;

@@ -46,8 +46,12 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use self::connection::{Connection, Phase};
-use crate::core::chat::{Audience, AuthJob, Chat, ChatConfig, ConnId, Event, Flow, Outbox};
+use crate::core::chat::{
+    Audience, AuthJob, Chat, ChatConfig, ConnId, Event, Flow, HistoryConfig, HistoryDone,
+    HistoryJob, Outbox,
+};
 use crate::store::accounts::{AccountFile, AuthWorker, HashParams};
+use crate::store::history::{Commit, HistoryFile, HistoryPlace, HistoryWriter, unix_now};
 use crate::transport::Transport;
 use crate::transport::web::{self, Site, WebTransport};
 use crate::wire::dialect::{Dialect, Fed, Input};
@@ -110,6 +114,8 @@ pub struct ServerConfig {
     pub chat: ChatConfig,
     pub hash_params: HashParams,
     pub auth_threads: usize,
+    /// Messages that wait (SPEC section 9).
+    pub history: HistorySettings,
     /// The browser door, when `--web-port` is given.
     pub web: Option<WebDoorConfig>,
 }
@@ -138,6 +144,30 @@ struct WebDoor {
     site: Arc<Site>,
 }
 
+/// `--history`, `--replay`, `--history-days` (SPEC section 9).
+#[derive(Debug, Clone)]
+pub struct HistorySettings {
+    pub place: HistoryPlace,
+    /// Broadcasts replayed after each login.
+    pub replay: usize,
+    /// Records older than this many days are dropped (at least 1).
+    pub days: u32,
+    /// Group commit, or (to measure it) one fsync per message.
+    pub commit: Commit,
+}
+
+impl Default for HistorySettings {
+    /// Off: a server built without these flags behaves as before section 9.
+    fn default() -> Self {
+        Self {
+            place: HistoryPlace::Off,
+            replay: 0,
+            days: 30,
+            commit: Commit::Group,
+        }
+    }
+}
+
 /// Lists of connections the turn must come back to, and the output totals.
 #[derive(Debug, Default)]
 struct Queues {
@@ -163,6 +193,11 @@ struct Io {
     /// then calls [`Chat::disconnect`] for each (the call protocol).
     close_requests: Vec<ConnId>,
     worker: AuthWorker,
+    /// The history writer; `None` with `--history none`.
+    history: Option<HistoryWriter>,
+    /// Store jobs the writer could not take, answered as failed at the end
+    /// of the turn.
+    history_failed: Vec<HistoryDone>,
     /// Scratch for rendering one event sent to one connection.
     rendered: Vec<u8>,
     /// Open connections of each dialect kind: broadcasts are rendered for
@@ -457,6 +492,19 @@ impl Outbox for Io {
         self.worker.submit(job);
     }
 
+    /// No output is involved, so gathered broadcasts stay gathered: a
+    /// broadcast kept for `--replay` costs no extra copy per reader.
+    fn store(&mut self, job: HistoryJob) {
+        match &self.history {
+            Some(writer) => {
+                if let Some(failed) = writer.submit(job) {
+                    self.history_failed.push(failed);
+                }
+            }
+            None => error!("a history job without a history writer"),
+        }
+    }
+
     fn broadcast(&mut self, to: Audience<'_>, except: ConnId, event: Event<'_>) {
         if self.batch.version != Some(to.version) {
             self.deliver_batch();
@@ -546,6 +594,31 @@ impl Server {
                 error!("cannot wake the event loop: {e}");
             }
         });
+        let settings = &config.history;
+        let (history_file, loaded) = match &settings.place {
+            HistoryPlace::Off => {
+                info!("history: off (--history none)");
+                (None, None)
+            }
+            HistoryPlace::Memory => {
+                info!("history: in memory only (--history :memory:)");
+                (None, Some(Default::default()))
+            }
+            HistoryPlace::File(path) => {
+                let (file, loaded) =
+                    HistoryFile::open(path, settings.replay, settings.days, unix_now())
+                        .map_err(|e| e.to_string())?;
+                (Some(file), Some(loaded))
+            }
+        };
+        let history = match &loaded {
+            Some(_) => Some(HistoryWriter::spawn(
+                history_file,
+                settings.commit,
+                wake.clone(),
+            )?),
+            None => None,
+        };
         let worker = AuthWorker::spawn(config.auth_threads, store, config.hash_params, wake)?;
         let (listener, local_addr) = listen(&poll, config.addr, LISTENER)
             .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
@@ -566,13 +639,24 @@ impl Server {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| format!("cannot register signals: {e}"))?;
+        let mut chat = Chat::new(config.chat.clone(), accounts);
+        if let Some(loaded) = loaded {
+            chat.enable_history(
+                HistoryConfig {
+                    replay: config.history.replay,
+                    days: config.history.days,
+                    ..HistoryConfig::default()
+                },
+                loaded,
+            );
+        }
         Ok(Self {
             poll,
             listener: Some(listener),
             local_addr,
             web,
             signals,
-            chat: Chat::new(config.chat.clone(), accounts),
+            chat,
             io: Io {
                 conns: Slab::new(),
                 queues: Queues {
@@ -582,6 +666,8 @@ impl Server {
                 lang: config.lang,
                 close_requests: Vec::new(),
                 worker,
+                history,
+                history_failed: Vec::new(),
                 rendered: Vec::new(),
                 open_by_kind: [0; Dialect::KINDS],
                 batch: Batch::default(),
@@ -633,6 +719,7 @@ impl Server {
                 return Err(format!("poll failed: {e}"));
             }
             let now = Instant::now();
+            self.chat.set_clock(unix_now());
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(Door::Plain, now),
@@ -655,6 +742,9 @@ impl Server {
                 }
             }
             self.read_unread(now);
+            if !self.io.history_failed.is_empty() {
+                self.finish_auth(now);
+            }
             self.on_timers(now);
             self.end_turn();
         }
@@ -1107,10 +1197,23 @@ impl Server {
         }
     }
 
-    /// Delivers finished hash jobs and resumes the connections they held up.
+    /// Delivers finished hash and history jobs and resumes the connections
+    /// they held up.
     fn finish_auth(&mut self, now: Instant) {
-        while let Some(done) = self.io.worker.try_result() {
-            let resumed = self.chat.auth_done(done, now, &mut self.io);
+        loop {
+            let resumed = if let Some(done) = self.io.worker.try_result() {
+                self.chat.auth_done(done, now, &mut self.io)
+            } else if let Some(done) = self
+                .io
+                .history
+                .as_ref()
+                .and_then(|h| h.try_result())
+                .or_else(|| self.io.history_failed.pop())
+            {
+                self.chat.history_done(done, &mut self.io)
+            } else {
+                return;
+            };
             self.settle();
             if let Some(id) = resumed
                 && let Some(conn) = self.io.conns.get_mut(id.key())
@@ -1235,6 +1338,9 @@ impl Server {
             for key in writable {
                 self.flush(key);
             }
+        }
+        if let Some(history) = self.io.history.take() {
+            history.finish();
         }
         info!("stopped");
     }

@@ -171,7 +171,7 @@ impl AccountFile {
 /// Makes a file that group or others may read or write private (0600), with a
 /// warning: password hashes are for this server only, and an offline guess
 /// at a weak password needs nothing more than the hash.
-fn make_private(file: &File, path: &Path) -> Result<(), String> {
+pub(crate) fn make_private(file: &File, path: &Path) -> Result<(), String> {
     let mode = file
         .metadata()
         .map_err(|e| format!("cannot stat: {e}"))?
@@ -195,7 +195,7 @@ fn make_private(file: &File, path: &Path) -> Result<(), String> {
 }
 
 /// Makes a newly created file's directory entry durable too.
-fn sync_parent_dir(path: &Path) {
+pub(crate) fn sync_parent_dir(path: &Path) {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -5,10 +5,14 @@
 //! - [`accounts`]: the file itself: open, lock, check, append;
 //! - [`hash`]: argon2id with one reused block of memory per worker;
 //! - [`worker`]: the threads that run hashes and writes off the event loop;
+//! - [`history`], [`history_parse`]: the history file of SPEC section 9
+//!   and its writer thread, and its format as a pure parser;
 //! - [`lock`]: the one-server-per-file lock, shared with later stores.
 
 pub mod accounts;
 pub mod hash;
+pub mod history;
+pub mod history_parse;
 pub mod lock;
 pub mod parse;
 pub mod worker;

@@ -8,6 +8,7 @@ use std::io::Write as _;
 
 use crate::core::event::{Event, Prompt};
 use crate::wire::protocol::{self, Lang, PROMPT_PASSWORD, PROMPT_USERNAME};
+use crate::wire::when;
 
 /// Appends `event`, as the line protocol says it in `lang`, to `out`.
 pub fn render(lang: Lang, event: &Event<'_>, out: &mut Vec<u8>) {
@@ -42,6 +43,35 @@ pub fn render(lang: Lang, event: &Event<'_>, out: &mut Vec<u8>) {
                 Lang::Id => writeln!(out, "Teman anda [{user}] telah offline"),
                 Lang::En => writeln!(out, "Your friend [{user}] went offline"),
             };
+        }
+        Event::Stored(user) => {
+            let _ = match lang {
+                Lang::Id => writeln!(out, "Pesan untuk {user} disimpan"),
+                Lang::En => writeln!(out, "Message for {user} saved"),
+            };
+        }
+        Event::InboxFull(user) => {
+            let _ = match lang {
+                Lang::Id => writeln!(out, "Kotak pesan {user} penuh"),
+                Lang::En => writeln!(out, "{user}'s inbox is full"),
+            };
+        }
+        Event::Replayed(replayed) => {
+            // Rare (once per login), so the zone is looked up each time:
+            // `TZ` is read as the process has it.
+            let zone = when::local_zone();
+            out.extend_from_slice(when::marker(replayed.at, replayed.now, &zone).as_bytes());
+            out.push(b' ');
+            if replayed.private {
+                let head: &[u8] = match lang {
+                    Lang::Id => b"Pesan pribadi dari [",
+                    Lang::En => b"Private message from [",
+                };
+                out.extend_from_slice(head);
+            } else {
+                out.push(b'[');
+            }
+            push_tagged(out, replayed.from, replayed.text);
         }
     }
 }

@@ -6,3 +6,4 @@ pub mod dialect;
 pub mod framing;
 pub mod line;
 pub mod protocol;
+pub mod when;

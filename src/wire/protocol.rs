@@ -42,6 +42,9 @@ pub enum Reply {
     LoginTimeout,
     TooManyConns,
     Throttled,
+    /// A message for a user who is not online could not be written
+    /// (SPEC section 9).
+    StoreFailed,
 }
 
 impl Reply {
@@ -91,6 +94,8 @@ impl Reply {
             (TooManyConns, Lang::En) => "Too many connections from your address",
             (Throttled, Lang::Id) => "Terlalu banyak percobaan, coba lagi nanti",
             (Throttled, Lang::En) => "Too many attempts, try again later",
+            (StoreFailed, Lang::Id) => "Gagal menyimpan pesan, coba lagi nanti",
+            (StoreFailed, Lang::En) => "Could not save the message, try again later",
         }
     }
 

@@ -53,7 +53,8 @@ class Server:
 
     def __init__(self, web_port=0):
         self.proc = subprocess.Popen(
-            [SERVER, "--accounts", ":memory:", "--hash-params", "m=256,t=1,p=1",
+            [SERVER, "--accounts", ":memory:", "--history", ":memory:",
+             "--hash-params", "m=256,t=1,p=1",
              "--port", "0", "--web-port", str(web_port), "--lang", "en",
              "--flood-rate", "0"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -40,7 +40,12 @@ impl Server {
 
     /// Starts a prepared command (for tests that set limits or a working
     /// directory); `--port 0` and `--log-level debug` are added.
+    /// Unless the test chose `--history`, the history is kept in memory, so
+    /// that no test leaves a `history.db` in the working directory.
     pub fn start_command(command: &mut Command) -> Server {
+        if !command.get_args().any(|a| a == "--history") {
+            command.args(["--history", ":memory:"]);
+        }
         let mut child = command
             .args(["--port", "0", "--log-level", "debug"])
             .stdin(Stdio::null())
@@ -93,6 +98,14 @@ impl Server {
         let mut c = self.connect();
         c.send(&format!("regist {name} pw"));
         c.expect("Anda berhasil terdaftar");
+        c.send(&format!("login {name} pw"));
+        c.expect("Login sukses");
+        c
+    }
+
+    /// A client logged in as `name` (password `pw`), already registered.
+    pub fn login_existing(&self, name: &str) -> Client {
+        let mut c = self.connect();
         c.send(&format!("login {name} pw"));
         c.expect("Login sukses");
         c

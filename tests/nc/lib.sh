@@ -46,7 +46,7 @@ server_start() { # BIN [EXTRA_ARGS...]
   local bin=$1
   shift
   : >"$WORK/server.log"
-  "$bin" --port 0 --accounts :memory: --hash-params "$HASH_PARAMS" \
+  "$bin" --port 0 --accounts :memory: --history :memory: --hash-params "$HASH_PARAMS" \
     --log-level info "$@" </dev/null 2>"$WORK/server.log" >/dev/null &
   SERVER_PID=$!
   local deadline=$((SECONDS + SERVER_START_TIMEOUT)) log re='listening on [^ ]*:([0-9]+)'

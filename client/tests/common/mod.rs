@@ -77,7 +77,14 @@ impl Server {
     /// and `extra` flags, and waits until it logs the address it listens on.
     pub fn start(extra: &[&str]) -> Server {
         let mut child = Command::new(server_binary())
-            .args(["--accounts", ":memory:", "--hash-params", FAST_HASH])
+            .args([
+                "--accounts",
+                ":memory:",
+                "--history",
+                ":memory:",
+                "--hash-params",
+                FAST_HASH,
+            ])
             .args(extra)
             .args(["--port", "0"])
             .stdin(Stdio::null())
