@@ -284,8 +284,29 @@ def main():
             alice.click("#register-btn")
             expect(alice.locator("#chat")).to_be_visible()
 
+        def stored_while_away():
+            # Alice logs out with the button; a message sent to her meanwhile
+            # is stored, and shown, set apart and timed, when she is back.
+            dave = Nc(server.addr)
+            dave.send("regist dave pw")
+            dave.expect("Registration successful")
+            dave.send("login dave pw")
+            dave.expect("Login successful")
+            alice.click("#logout")
+            expect(alice.locator("#login")).to_be_visible()
+            dave.send("send-to alice while you were away")
+            dave.expect("Message for alice saved")
+            alice.fill("#password", "pass-alice")
+            alice.click("#login-btn")
+            msg = message(alice, "while you were away")
+            expect(msg).to_have_class(re.compile(r"\bprivate\b"))
+            expect(msg.locator(".from")).to_have_text("dave")
+            expect(msg.locator(".tag")).to_contain_text(re.compile(r"\d\d:\d\d"))
+
         check("after a server restart the page shows it is disconnected, and reconnects",
               restart_shows_disconnected)
+        check("a private message stored while logged out is shown after login",
+              stored_while_away)
         browser.close()
     server.stop()
 
