@@ -2,12 +2,13 @@
 CARGO ?= cargo
 HOST ?= 127.0.0.1
 PORT ?= 10000
+TLS_PORT ?= 10001
 # Extra flags for the programs, e.g. make run-server ARGS='--lang en'
 ARGS ?=
 # Where the browser test saves its screenshots (empty: target/browser-shots)
 SHOTS ?=
 
-.PHONY: all build run-server run-client test test-cargo test-nc nc test-browser screenshots lint fmt clean bench bench-quick soak bench-callgrind bench-history
+.PHONY: all build run-server run-server-tls run-client test test-cargo test-nc nc openssl test-browser screenshots lint fmt clean bench bench-quick soak bench-callgrind bench-history
 
 all: build
 
@@ -19,6 +20,15 @@ build:
 ## run-server: the chat server on $(HOST):$(PORT) (accounts in ./accounts.db)
 run-server: build
 	./target/release/chat-server --host $(HOST) --port $(PORT) $(ARGS)
+
+## run-server-tls: the same plus the TLS door on $(HOST):$(TLS_PORT), with a
+## development certificate for localhost made once in dev/ (git-ignored)
+run-server-tls: build dev/cert.pem
+	./target/release/chat-server --host $(HOST) --port $(PORT) --tls-port $(TLS_PORT) \
+		--tls-cert dev/cert.pem --tls-key dev/key.pem $(ARGS)
+
+dev/cert.pem: | openssl
+	bash tests/tls/make-cert.sh dev
 
 ## run-client: the terminal client (package chat-client), connected to $(HOST):$(PORT)
 run-client: build
@@ -34,7 +44,7 @@ test-cargo:
 # Built with the same package selection as test-cargo, so after it this is a
 # no-op: `-p chat` alone unifies dependency features differently and would
 # recompile libc and everything above it.
-test-nc: nc
+test-nc: nc openssl
 	$(CARGO) build --workspace --all-targets
 	bash tests/nc/run.sh target/debug/chat-server
 
@@ -53,6 +63,10 @@ screenshots:
 # nc is not on a fresh machine: install Debian's netcat-openbsd, or explain.
 nc:
 	@command -v nc >/dev/null 2>&1 || bash tests/nc/install-nc.sh
+
+# openssl (s_client for the TLS sessions, the dev certificate): install or explain.
+openssl:
+	@command -v openssl >/dev/null 2>&1 || bash tests/tls/install-openssl.sh
 
 ## lint: formatting and clippy, warnings are errors
 lint:

@@ -394,7 +394,11 @@ fn a_slow_browser_is_cut_off_like_any_reader() {
         nc.send_raw(line.as_bytes());
     }
     nc.expect("Teman anda [lambat] telah offline");
-    assert!(server.log_text().contains("too slow"));
+    assert!(
+        common::wait_for(REPLY_TIMEOUT, || server.log_text().contains("too slow")),
+        "not cut off as a slow reader:\n{}",
+        common::tail(&server.log_text())
+    );
     drop(w);
 }
 

@@ -9,6 +9,9 @@
 //! the end of input half-closes the socket so the server's last replies still
 //! arrive before the client exits.
 //!
+//! With `--tls` the same two threads share one rustls connection
+//! ([`tls::TlsLink`]); everything above the bytes is unchanged.
+//!
 //! The pure parts ([`Incoming`], [`classify`], [`one_line_form`]) are unit
 //! tested here; the threads, the terminal and the socket are tested by running
 //! the real binaries (`client/tests/client.rs`).
@@ -16,6 +19,7 @@
 use std::borrow::Cow;
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -34,6 +38,8 @@ use rustyline::validate::Validator;
 use rustyline::{Config, Editor, ExternalPrinter, Helper};
 use unicode_width::UnicodeWidthChar;
 
+pub mod tls;
+
 use chat::wire::framing::{clean_line, strip_line_end};
 use chat::wire::protocol::{Command, Credentials, Lang, PROMPT_PASSWORD, PROMPT_USERNAME, Reply};
 
@@ -46,6 +52,10 @@ pub struct Options {
     pub port: u16,
     /// Language of the input prompt and of the replies the client makes itself.
     pub lang: Lang,
+    /// Speak TLS (the server's TLS door, SPEC 8.1), verifying the server.
+    pub tls: bool,
+    /// Extra PEM certificates to trust besides the system's (with `tls`).
+    pub ca: Option<PathBuf>,
 }
 
 /// The seed's input prompt, `[Anda] `, or `[You] ` in English.
@@ -289,7 +299,11 @@ impl Output {
 }
 
 /// The reader thread: copies the server's output until the connection ends.
-fn read_server(mut socket: TcpStream, mut output: Output, shared: Arc<Shared>) -> Ending {
+fn read_server(
+    mut socket: Box<dyn Read + Send>,
+    mut output: Output,
+    shared: Arc<Shared>,
+) -> Ending {
     let mut incoming = Incoming::default();
     let mut buf = [0u8; 4096];
     let mut pieces = Vec::new();
@@ -477,10 +491,35 @@ fn read_password() -> io::Result<Secret> {
     }
 }
 
+/// The sending side of the connection.
+enum Link {
+    /// The socket itself (the reader thread has a clone).
+    Plain(TcpStream),
+    /// TLS, shared with the reader thread.
+    Tls(Arc<tls::TlsLink>),
+}
+
+impl Link {
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Link::Plain(socket) => socket.write_all(bytes),
+            Link::Tls(link) => link.send(bytes),
+        }
+    }
+
+    /// Half-closes after the last line (TLS says `close_notify` first).
+    fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Link::Plain(socket) => socket.shutdown(Shutdown::Write),
+            Link::Tls(link) => link.shutdown_write(),
+        }
+    }
+}
+
 /// The main thread's side of the connection: sends lines, answers locally.
 struct Session {
-    /// The write side of the socket (the reader thread has a clone).
-    socket: TcpStream,
+    /// The sending side of the connection.
+    link: Link,
     /// Language of the prompt and of local replies.
     lang: Lang,
     /// Shared with the reader thread.
@@ -493,7 +532,7 @@ impl Session {
         let mut wire = Vec::with_capacity(line.len() + 1);
         wire.extend_from_slice(line);
         wire.push(b'\n');
-        self.socket.write_all(&wire)
+        self.link.send(&wire)
     }
 
     /// Sends the one-line form of a finished dialogue, or prints the local
@@ -523,8 +562,8 @@ pub fn run(opts: &Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let reader_socket = match socket.try_clone() {
-        Ok(s) => s,
+    let (link, reader_socket) = match connect_link(socket, opts) {
+        Ok(pair) => pair,
         Err(e) => {
             eprintln!("cannot connect to {} port {}: {e}", opts.host, opts.port);
             return ExitCode::FAILURE;
@@ -533,7 +572,7 @@ pub fn run(opts: &Options) -> ExitCode {
     println!("connected to {} port {}", opts.host, opts.port);
     let shared = Arc::new(Shared::default());
     let mut session = Session {
-        socket,
+        link,
         lang: opts.lang,
         shared: Arc::clone(&shared),
     };
@@ -558,8 +597,25 @@ pub fn run(opts: &Options) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// The two sides of a connected socket: plain, or after a verified TLS
+/// handshake.
+fn connect_link(socket: TcpStream, opts: &Options) -> Result<(Link, Box<dyn Read + Send>), String> {
+    if !opts.tls {
+        let reader = socket.try_clone().map_err(|e| e.to_string())?;
+        return Ok((Link::Plain(socket), Box::new(reader)));
+    }
+    let roots = tls::roots(opts.ca.as_deref())?;
+    let link = tls::TlsLink::connect(socket, &opts.host, roots)?;
+    let reader = link.reader().map_err(|e| e.to_string())?;
+    Ok((Link::Tls(link), Box::new(reader)))
+}
+
 /// Starts the reader thread.
-fn spawn_reader(socket: TcpStream, output: Output, shared: &Arc<Shared>) -> JoinHandle<Ending> {
+fn spawn_reader(
+    socket: Box<dyn Read + Send>,
+    output: Output,
+    shared: &Arc<Shared>,
+) -> JoinHandle<Ending> {
     let shared = Arc::clone(shared);
     thread::spawn(move || read_server(socket, output, shared))
 }
@@ -780,7 +836,7 @@ fn finish(session: Session, reader: JoinHandle<Ending>, stop: Stop, interactive:
     // reader must then know that this close was asked for.
     session.shared.input_done.store(true, Ordering::SeqCst);
     if !unasked {
-        let _ = session.socket.shutdown(Shutdown::Write);
+        let _ = session.link.shutdown_write();
     }
     SIGINT_SEEN.store(false, Ordering::SeqCst);
     loop {

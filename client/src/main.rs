@@ -9,7 +9,8 @@ use chat_client::{self as client, Options};
 use clap::Parser;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 
-/// The command line, `chat-client [--host H] [--port P] [--lang id|en]`, with
+/// The command line, `chat-client [--host H] [--port P] [--lang id|en]
+/// [--tls [--ca FILE]]`, with
 /// the seed's address as the default.
 #[derive(Debug, Parser)]
 #[command(
@@ -21,12 +22,20 @@ struct Args {
     /// Server host name or address.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
-    /// Server port.
-    #[arg(long, default_value_t = 10000)]
-    port: u16,
+    /// Server port (default 10000, or 10001 with --tls).
+    #[arg(long)]
+    port: Option<u16>,
     /// Language of the prompt and of the client's own replies.
     #[arg(long, default_value = "id", value_parser = lang_parser())]
     lang: Lang,
+    /// Connect to the server's TLS door (port 10001 unless --port says
+    /// otherwise), verifying its certificate against the system's roots.
+    #[arg(long)]
+    tls: bool,
+    /// Also trust the PEM certificates in FILE (a private CA or a
+    /// self-signed server certificate, e.g. dev/cert.pem).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca: Option<std::path::PathBuf>,
 }
 
 /// `--lang id|en`, parsed here because the library's [`Lang`] carries no clap
@@ -45,7 +54,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     client::run(&Options {
         host: args.host,
-        port: args.port,
+        port: args.port.unwrap_or(if args.tls { 10001 } else { 10000 }),
         lang: args.lang,
+        tls: args.tls,
+        ca: args.ca,
     })
 }

@@ -57,8 +57,12 @@ struct Piped {
 
 impl Piped {
     fn start(addr: SocketAddr) -> Piped {
+        Self::start_args(client_args(addr))
+    }
+
+    fn start_args(args: Vec<String>) -> Piped {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chat-client"))
-            .args(client_args(addr))
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -540,4 +544,142 @@ fn terminal_input_with_output_redirected_hides_the_password_and_ctrl_c_cancels()
         ],
         "{written:?}"
     );
+}
+
+/// A throwaway self-signed certificate for localhost (rcgen), in its own
+/// directory, removed when dropped.
+struct DevCert {
+    dir: std::path::PathBuf,
+}
+
+impl DevCert {
+    fn new(tag: &str) -> DevCert {
+        let dir =
+            std::env::temp_dir().join(format!("chat-client-tls-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), pair.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), pair.signing_key.serialize_pem()).unwrap();
+        DevCert { dir }
+    }
+
+    fn cert(&self) -> String {
+        self.dir.join("cert.pem").to_string_lossy().into_owned()
+    }
+
+    /// A server with both doors using this certificate.
+    fn server(&self) -> Server {
+        let key = self.dir.join("key.pem").to_string_lossy().into_owned();
+        Server::start(&[
+            "--tls-port",
+            "0",
+            "--tls-cert",
+            &self.cert(),
+            "--tls-key",
+            &key,
+        ])
+    }
+
+    /// The client's arguments for the server's TLS door, trusting this
+    /// certificate.
+    fn client_args(&self, server: &Server) -> Vec<String> {
+        let tls = server.tls_addr.expect("no TLS door");
+        vec![
+            "--host".into(),
+            "localhost".into(),
+            "--port".into(),
+            tls.port().to_string(),
+            "--tls".into(),
+            "--ca".into(),
+            self.cert(),
+        ]
+    }
+}
+
+impl Drop for DevCert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// SPEC 8.1: `chat-client --tls --ca FILE` from a pipe, chatting with a
+/// user of the plain door; end of input still gets every reply.
+#[test]
+fn piped_client_over_tls_chats_with_a_plain_user() {
+    let cert = DevCert::new("piped");
+    let server = cert.server();
+    let mut bob = server.login("bob");
+    let mut alice = Piped::start_args(cert.client_args(&server));
+    alice.expect(&format!(
+        "connected to localhost port {}",
+        server.tls_addr.unwrap().port()
+    ));
+    for line in ["regist", "alice", "rahasia", "login alice rahasia"] {
+        alice.send(line);
+    }
+    alice.expect("Login sukses");
+    bob.send("halo alice");
+    alice.expect("[bob] halo alice");
+    alice.send("send-to bob lewat tls");
+    bob.expect("Pesan pribadi dari [alice] lewat tls");
+    alice.send("list-user");
+    let (status, rest, stderr) = alice.finish();
+    assert!(status.success(), "{status:?}; stderr: {stderr}");
+    assert_eq!(rest, ["list user : alice, bob."]);
+    assert_eq!(stderr, "");
+    bob.expect("Teman anda [alice] telah offline");
+}
+
+/// SPEC 8.1: a certificate the client cannot verify (not in the system's
+/// roots, no --ca) is one line on stderr and a non-zero exit.
+#[test]
+fn tls_client_refuses_a_certificate_it_cannot_verify() {
+    let cert = DevCert::new("refuse");
+    let server = cert.server();
+    let mut args = cert.client_args(&server);
+    args.truncate(args.len() - 2);
+    let out = Command::new(env!("CARGO_BIN_EXE_chat-client"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chat-client");
+    assert!(!out.status.success());
+    assert_eq!(out.stdout, b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.contains("cannot verify the server's TLS certificate"),
+        "{stderr:?}"
+    );
+}
+
+/// The terminal client over TLS: the password dialogue stays hidden and the
+/// session ends cleanly.
+#[test]
+fn terminal_over_tls_logs_in_and_quits() {
+    const PASSWORD: &str = "Tls-Secret7";
+    let cert = DevCert::new("term");
+    let server = cert.server();
+    let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_chat-client"));
+    cmd.args(cert.client_args(&server));
+    let mut term = Term::start_command(cmd);
+    term.wait_cursor_after("[Anda] ");
+    for dialog in ["regist", "login"] {
+        term.keys(&format!("{dialog}\r"));
+        term.wait_cursor_after("Username : ");
+        term.keys("erin\r");
+        term.wait_cursor_after("Password : ");
+        term.keys(&format!("{PASSWORD}\r"));
+        term.wait_cursor_after("[Anda] ");
+    }
+    term.wait_line("Login sukses");
+    let mut bob = server.login("bob");
+    bob.send("halo erin");
+    term.wait_line("[bob] halo erin");
+    term.keys("quit\r");
+    assert_eq!(term.exit_code(), 0, "{}", term.dump());
+    term.wait_line("Sampai jumpa");
+    let raw = String::from_utf8_lossy(&term.raw.lock().unwrap()).into_owned();
+    assert!(!raw.contains(PASSWORD), "password written to the terminal");
+    assert!(term.is_cooked(), "terminal left in raw mode");
 }

@@ -10,7 +10,9 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use chat::core::chat::ChatConfig;
 use chat::core::limits::{Exempt, LimitsConfig};
-use chat::server::{HistorySettings, Server, ServerConfig, WebDoorConfig, raise_fd_limit};
+use chat::server::{
+    HistorySettings, Server, ServerConfig, TlsDoorConfig, WebDoorConfig, raise_fd_limit,
+};
 use chat::store::accounts::HashParams;
 use chat::store::history::{Commit, HistoryPlace};
 use chat::wire::protocol::Lang;
@@ -100,6 +102,16 @@ struct Args {
     /// measure what group commit saves.
     #[arg(long, hide = true)]
     history_fsync_each: bool,
+    /// PEM certificate chain: with --tls-key, opens the TLS door on
+    /// --tls-port (SIGHUP re-reads both files).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1) for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Port of the TLS door, on the same host (0 picks a free one).
+    #[arg(long, default_value_t = 10001)]
+    tls_port: u16,
 }
 
 /// `--lang id|en`. Parsed here rather than by a clap derive on [`Lang`], so
@@ -176,6 +188,14 @@ fn run(args: Args) -> Result<(), String> {
             } else {
                 Commit::Group
             },
+        },
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsDoorConfig {
+                addr: SocketAddr::new(addr.ip(), args.tls_port),
+                cert,
+                key,
+            }),
+            _ => None,
         },
         web: args.web_port.map(|port| WebDoorConfig {
             addr: SocketAddr::new(addr.ip(), port),

@@ -92,8 +92,9 @@ impl Connection {
         }
     }
 
-    /// Output not yet written: what the buffer holds plus what the
-    /// transport has staged (the browser door frames at flush time).
+    /// Output accepted for this connection and not yet written: the output
+    /// buffer plus what the transport has staged. Every output limit and the
+    /// server-wide total count this.
     #[inline]
     pub fn pending(&self) -> usize {
         self.out.pending() + self.transport.staged()

@@ -16,12 +16,13 @@
 //! the bytes stay in the kernel, and reading resumes when the hash is done.
 //! WRITABLE interest is registered only while output is pending.
 //!
-//! Doors (SPEC section 8): the plain listener always, and the browser's web
-//! listener when `--web-port` is given. Both sit in the one [`Poll`] and feed
-//! the one [`Chat`]; a door only decides a new connection's [`Transport`]
-//! and [`Dialect`]. A browser connection enters the core when it is
-//! accepted, like any other (so `--max-clients` and the login timeout count
-//! it), whether it then asks for the page or for the WebSocket.
+//! Doors (SPEC section 8): the plain listener always, the TLS listener when
+//! `--tls-cert`/`--tls-key` are given, and the browser's web listener when
+//! `--web-port` is. All sit in the one [`Poll`] and feed the one [`Chat`]; a
+//! door only decides a new connection's [`Transport`] and [`Dialect`]. A TLS
+//! or browser connection enters the core when it is accepted, like any other
+//! (so `--max-clients` and the login timeout count it), and is closed if its
+//! handshake (or request head) has not finished within [`HANDSHAKE_TIMEOUT`].
 
 pub mod connection;
 pub mod output;
@@ -53,6 +54,7 @@ use crate::core::chat::{
 use crate::store::accounts::{AccountFile, AuthWorker, HashParams};
 use crate::store::history::{Commit, HistoryFile, HistoryPlace, HistoryWriter, unix_now};
 use crate::transport::Transport;
+use crate::transport::tls::{self, HANDSHAKE_TIMEOUT, TlsTransport};
 use crate::transport::web::{self, Site, WebTransport};
 use crate::wire::dialect::{Dialect, Fed, Input};
 use crate::wire::framing::READ_CHUNK;
@@ -61,6 +63,7 @@ use crate::wire::protocol::{Lang, Reply};
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+const TLS_LISTENER: Token = Token(usize::MAX - 4);
 const WEB_LISTENER: Token = Token(usize::MAX - 5);
 
 /// A reader this far behind is disconnected (SPEC section 5).
@@ -116,6 +119,8 @@ pub struct ServerConfig {
     pub auth_threads: usize,
     /// Messages that wait (SPEC section 9).
     pub history: HistorySettings,
+    /// The TLS door, when its flags are given.
+    pub tls: Option<TlsDoorConfig>,
     /// The browser door, when `--web-port` is given.
     pub web: Option<WebDoorConfig>,
 }
@@ -127,13 +132,6 @@ pub struct WebDoorConfig {
     /// Origins besides the page's own that may open the WebSocket
     /// (`--web-origin`), whole `scheme://host[:port]` strings.
     pub origins: Vec<String>,
-}
-
-/// Which listener a connection came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Door {
-    Plain,
-    Web,
 }
 
 /// The browser door while it is open.
@@ -166,6 +164,34 @@ impl Default for HistorySettings {
             commit: Commit::Group,
         }
     }
+}
+
+/// Where the TLS door listens and what it presents (SPEC section 8.1).
+#[derive(Debug, Clone)]
+pub struct TlsDoorConfig {
+    pub addr: SocketAddr,
+    /// PEM certificate chain, re-read on SIGHUP.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1), re-read on SIGHUP.
+    pub key: PathBuf,
+}
+
+/// Which listener a connection came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Door {
+    Plain,
+    Tls,
+    Web,
+}
+
+/// The TLS door while it is open.
+struct TlsDoor {
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    /// Given to each new connection; replaced by a SIGHUP reload. Open
+    /// connections keep the one they started with.
+    config: Arc<rustls::ServerConfig>,
+    files: TlsDoorConfig,
 }
 
 /// Lists of connections the turn must come back to, and the output totals.
@@ -266,8 +292,9 @@ fn queue_behind(key: usize, conn: &mut Connection, message: &[u8], queues: &mut 
     // Only a reader that cannot take what is already pending is behind; one
     // that reads has had no chance yet this turn. A write error shows again,
     // and is handled, when the turn flushes.
-    // Framing can change what is pending (WebSocket headers), so account
-    // by the difference, not by the bytes written.
+    // Sealing and framing can grow what is pending (TLS record headers and
+    // tags, WebSocket headers), so account by the difference, not by the
+    // bytes written.
     let before = conn.pending();
     let _ = conn.transport.write(&mut conn.socket, &mut conn.out);
     queues.total_output = queues.total_output - before + conn.pending();
@@ -536,6 +563,11 @@ pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
+    /// The TLS door, if its flags were given.
+    tls: Option<TlsDoor>,
+    /// TLS connections whose handshake must be over by the given moment, in
+    /// order (the timeout is the same for all).
+    handshakes: VecDeque<(Instant, ConnId)>,
     /// The browser door, if `--web-port` was given.
     web: Option<WebDoor>,
     signals: Signals,
@@ -622,6 +654,21 @@ impl Server {
         let worker = AuthWorker::spawn(config.auth_threads, store, config.hash_params, wake)?;
         let (listener, local_addr) = listen(&poll, config.addr, LISTENER)
             .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+        let tls = match &config.tls {
+            Some(files) => {
+                let tls_config = tls::load_config(&files.cert, &files.key)
+                    .map_err(|e| format!("TLS door: {e}"))?;
+                let (listener, local_addr) = listen(&poll, files.addr, TLS_LISTENER)
+                    .map_err(|e| format!("TLS door: cannot listen on {}: {e}", files.addr))?;
+                Some(TlsDoor {
+                    listener: Some(listener),
+                    local_addr,
+                    config: tls_config,
+                    files: files.clone(),
+                })
+            }
+            None => None,
+        };
         let web = match &config.web {
             Some(door) => {
                 let (listener, local_addr) =
@@ -654,6 +701,8 @@ impl Server {
             poll,
             listener: Some(listener),
             local_addr,
+            tls,
+            handshakes: VecDeque::new(),
             web,
             signals,
             chat,
@@ -690,6 +739,11 @@ impl Server {
         self.local_addr
     }
 
+    /// The TLS door's address, when it is open.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|door| door.local_addr)
+    }
+
     /// The browser door's address, when it is open.
     pub fn web_addr(&self) -> Option<SocketAddr> {
         self.web.as_ref().map(|door| door.local_addr)
@@ -702,6 +756,9 @@ impl Server {
             self.local_addr, self.config.max_clients, self.config.lang
         );
         // After the plain door's line, which scripts take as "ready".
+        if let Some(addr) = self.tls_addr() {
+            info!("TLS listening on {addr}");
+        }
         if let Some(addr) = self.web_addr() {
             info!("web listening on {addr}");
         }
@@ -723,6 +780,7 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(Door::Plain, now),
+                    TLS_LISTENER => self.accept(Door::Tls, now),
                     WEB_LISTENER => self.accept(Door::Web, now),
                     WAKER => self.finish_auth(now),
                     SIGNALS => {
@@ -755,7 +813,7 @@ impl Server {
         let mut stop = false;
         for signal in self.signals.pending() {
             match signal {
-                SIGHUP => info!("SIGHUP received: nothing to reload, carrying on"),
+                SIGHUP => self.reload(),
                 _ => {
                     info!("signal {signal} received, shutting down");
                     stop = true;
@@ -765,10 +823,32 @@ impl Server {
         stop
     }
 
+    /// SIGHUP: re-reads the TLS certificate and key. New connections get the
+    /// new pair, open ones keep theirs; a pair that does not load leaves the
+    /// old one in service.
+    fn reload(&mut self) {
+        let Some(door) = &mut self.tls else {
+            info!("SIGHUP received: nothing to reload (no TLS door), carrying on");
+            return;
+        };
+        match tls::load_config(&door.files.cert, &door.files.key) {
+            Ok(config) => {
+                door.config = config;
+                info!(
+                    "SIGHUP received: TLS certificate {} and key {} reloaded",
+                    door.files.cert.display(),
+                    door.files.key.display()
+                );
+            }
+            Err(e) => error!("SIGHUP received: TLS reload failed, keeping the old pair: {e}"),
+        }
+    }
+
     fn next_timeout(&self, now: Instant) -> Option<Duration> {
         [
             self.chat.next_deadline(),
             self.lingering.front().map(|&(at, _)| at),
+            self.handshakes.front().map(|&(at, _)| at),
             self.paused.peek().map(|&Reverse((at, _))| at),
             self.accept_paused_until,
             Some(self.next_sweep),
@@ -783,6 +863,7 @@ impl Server {
     fn listener(&self, door: Door) -> Option<&TcpListener> {
         match door {
             Door::Plain => self.listener.as_ref(),
+            Door::Tls => self.tls.as_ref().and_then(|d| d.listener.as_ref()),
             Door::Web => self.web.as_ref().and_then(|d| d.listener.as_ref()),
         }
     }
@@ -848,6 +929,18 @@ impl Server {
             self.refusing = false;
             let transport = match door {
                 Door::Plain => Transport::Plain,
+                Door::Tls => {
+                    let Some(config) = self.tls.as_ref().map(|d| Arc::clone(&d.config)) else {
+                        return;
+                    };
+                    match TlsTransport::new(config) {
+                        Ok(tls) => Transport::Tls(Box::new(tls)),
+                        Err(e) => {
+                            warn!("{peer}: cannot start TLS: {e}");
+                            continue;
+                        }
+                    }
+                }
                 Door::Web => {
                     let Some(site) = self.web.as_ref().map(|d| Arc::clone(&d.site)) else {
                         return;
@@ -918,6 +1011,9 @@ impl Server {
         }
         self.next_generation = self.next_generation.wrapping_add(1);
         let id = ConnId::new(key, self.next_generation);
+        if transport.is_handshaking() {
+            self.handshakes.push_back((now + HANDSHAKE_TIMEOUT, id));
+        }
         self.io.open_by_kind[dialect.kind()] += 1;
         let bucket = self.config.chat.limits.bucket(now);
         entry.insert(Connection::new(
@@ -963,8 +1059,9 @@ impl Server {
                 .transport
                 .read(&mut conn.socket, &mut conn.lines, &mut conn.out);
             if conn.pending() != before {
-                // The transport answered by itself (an HTTP answer, a pong):
-                // that output counts and is flushed like any other.
+                // The transport answered by itself (a TLS handshake, an HTTP
+                // answer, a pong): that output counts and is flushed like any
+                // other.
                 self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
                 if !conn.queued_flush {
                     conn.queued_flush = true;
@@ -986,9 +1083,13 @@ impl Server {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::InvalidData => {
-                    // The transport's last word is queued (an HTTP answer,
-                    // a close frame): send it, then close this connection.
-                    debug!("{}: {e}", conn.peer);
+                    // The transport's last word is queued (a failed TLS
+                    // handshake's alert, an HTTP answer, a close frame): send
+                    // it, then close this connection only.
+                    match conn.transport {
+                        Transport::Tls(_) => debug!("{}: TLS failed: {e}", conn.peer),
+                        _ => debug!("{}: {e}", conn.peer),
+                    }
                     self.begin_close(key);
                     return;
                 }
@@ -1138,8 +1239,9 @@ impl Server {
         }
         let before = conn.pending();
         let written = conn.transport.write(&mut conn.socket, &mut conn.out);
-        // Framing changes what is pending (WebSocket headers), so account by
-        // the difference, not by the bytes written.
+        // Sealing and framing can grow what is pending (record headers and
+        // tags, WebSocket headers), so account by the difference, not by the
+        // bytes written.
         self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
         if let Err(e) = written {
             debug!("{}: write failed: {e}", conn.peer);
@@ -1229,6 +1331,27 @@ impl Server {
     fn on_timers(&mut self, now: Instant) {
         self.chat.tick(now, &mut self.io);
         self.settle();
+        while let Some(&(at, id)) = self.handshakes.front() {
+            if at > now {
+                break;
+            }
+            self.handshakes.pop_front();
+            if let Some(conn) = self.io.conns.get(id.key())
+                && conn.id == id
+                && conn.transport.is_handshaking()
+                && !matches!(conn.phase, Phase::Closing | Phase::Doomed)
+            {
+                let what = match conn.transport {
+                    Transport::Web(_) => "HTTP request head",
+                    _ => "TLS handshake",
+                };
+                debug!(
+                    "{}: {what} not finished within {HANDSHAKE_TIMEOUT:?}, closing",
+                    conn.peer
+                );
+                self.drop_conn(id.key());
+            }
+        }
         while let Some(&Reverse((at, id))) = self.paused.peek() {
             if at > now {
                 break;
@@ -1265,6 +1388,7 @@ impl Server {
         if self.accept_paused_until.is_some_and(|at| at <= now) {
             self.accept_paused_until = None;
             self.accept(Door::Plain, now);
+            self.accept(Door::Tls, now);
             self.accept(Door::Web, now);
         }
     }
@@ -1303,13 +1427,20 @@ impl Server {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        if let Some(mut listener) = self.tls.as_mut().and_then(|d| d.listener.take()) {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
         if let Some(mut listener) = self.web.as_mut().and_then(|d| d.listener.take()) {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        // Browsers are told the WebSocket is closing (a close frame), so a
-        // page can say so at once.
+        // TLS connections say goodbye with close_notify, browsers with a
+        // WebSocket close frame (so a page can say so at once), after what
+        // they were still to be told.
+        self.io.deliver_batch();
         for (key, conn) in self.io.conns.iter_mut() {
-            if matches!(conn.transport, Transport::Web(_)) && conn.phase != Phase::Doomed {
+            if matches!(conn.transport, Transport::Tls(_) | Transport::Web(_))
+                && conn.phase != Phase::Doomed
+            {
                 let before = conn.pending();
                 conn.transport.start_close(&mut conn.out);
                 self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
@@ -1346,12 +1477,13 @@ impl Server {
     }
 }
 
-/// Tells a connection the server cannot take it, and lets it go. A browser
-/// gets it as an HTTP `503` (it has not asked anything yet; its request is
-/// never read).
+/// Tells a connection the server cannot take it, and lets it go. Through
+/// the TLS door there is no handshake to say it in: the connection is just
+/// closed. A browser gets it as an HTTP `503` (its request is never read).
 fn refuse(mut socket: TcpStream, door: Door, lang: Lang) {
     let text = Reply::ServerFull.text(lang);
     let answer = match door {
+        Door::Tls => return,
         Door::Plain => format!("{text}\n"),
         Door::Web => format!(
             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\

@@ -1,21 +1,25 @@
 //! How a connection's bytes travel: the transport seam.
 //!
 //! Every door of the chat has a transport (how bytes cross the socket: plain
-//! TCP, or the browser's HTTP and WebSocket; TLS next) and a dialect (what the bytes mean:
-//! [`crate::wire::dialect`]). The event loop only ever calls the four methods
-//! of [`Transport`], so a new door is a new variant here and a file beside
-//! this one, not new branches in the loop.
+//! TCP, TLS, or the browser's HTTP and WebSocket) and a dialect (what the
+//! bytes mean: [`crate::wire::dialect`]). The event loop calls the four
+//! methods of [`Transport`] (read, encode, write, start_close) and a few
+//! questions (staged, is_handshaking, takes_framed, sweep), so a new door is
+//! a new variant here and a file beside this one, not new branches in the
+//! loop.
 //!
 //! A transport works on the connection's own buffers: what it decodes goes into
 //! the connection's [`LineBuffer`], what it encodes into its
 //! [`OutputBuffer`]. So the 1 MiB slow-reader rule, the order of replies and
 //! the read budget hold for every transport alike. A transport may hold back
-//! output for a moment (the browser door frames a turn's lines when the
-//! connection is flushed): [`Transport::staged`] says how much, and it
-//! counts as pending. Since framing changes the size of what is pending, the
-//! loop accounts for output by comparing pending bytes before and after each
-//! call, never by the bytes a call reports.
+//! output for a moment (TLS stages a turn's plaintext to seal it into one
+//! record; the browser door frames a turn's lines when the connection is
+//! flushed): [`Transport::staged`] says how much, and it counts as pending.
+//! Since encoding can change the size of what is pending (record headers and
+//! tags, frame headers), the loop accounts for output by comparing pending
+//! bytes before and after each call, never by the bytes a call reports.
 
+pub mod tls;
 pub mod web;
 
 use std::io::{self, Read, Write};
@@ -28,6 +32,9 @@ use crate::wire::framing::LineBuffer;
 pub enum Transport {
     /// Bytes as they are: the seed's TCP, `nc`, `telnet`.
     Plain,
+    /// TLS 1.2/1.3 (SPEC section 8.1). Boxed: rustls's state is large, and
+    /// plain connections must not grow by it.
+    Tls(Box<tls::TlsTransport>),
     /// The browser door (SPEC section 8.2): an HTTP request, then the page or
     /// a WebSocket. Boxed: plain connections must not grow by its state.
     Web(Box<web::WebTransport>),
@@ -38,8 +45,8 @@ impl Transport {
     /// `lines`. Bytes the transport must answer by itself (a handshake, a
     /// pong) go into `out`. Returns the bytes taken off the socket; `Ok(0)`
     /// when the peer has closed its side. `WouldBlock` passes through.
-    /// `InvalidData`: the transport has answered in a way that ends the
-    /// connection (an HTTP answer, a WebSocket close frame); what says so is
+    /// `InvalidData`: the connection is over at this layer (a failed TLS
+    /// handshake, an HTTP answer, a WebSocket close frame); what says so is
     /// in `out`, and the connection should be closed after it is flushed.
     pub fn read(
         &mut self,
@@ -49,6 +56,7 @@ impl Transport {
     ) -> io::Result<usize> {
         match self {
             Transport::Plain => lines.read_from(socket),
+            Transport::Tls(tls) => tls.read(socket, lines, out),
             Transport::Web(web) => web.read(socket, lines, out),
         }
     }
@@ -56,22 +64,26 @@ impl Transport {
     /// Queues one message of the dialect (a line, or a prompt) for the peer.
     /// It adds exactly `message.len()` to what is pending (`out.pending()`
     /// plus [`staged`](Self::staged)), which the loop's accounting of output
-    /// relies on: a transport whose wire form differs in size (WebSocket
-    /// frames) stages the message and encodes it in [`write`](Self::write).
+    /// relies on: a transport whose wire form differs in size (TLS records,
+    /// WebSocket frames) stages the message and encodes it in
+    /// [`write`](Self::write).
     #[inline]
     pub fn encode(&mut self, message: &[u8], out: &mut OutputBuffer) {
         match self {
             Transport::Plain => out.push(message),
+            Transport::Tls(tls) => tls.encode(message),
             Transport::Web(web) => web.encode(message),
         }
     }
 
     /// Output accepted by [`encode`](Self::encode) but not yet in the
-    /// output buffer. Pending output is this plus what the buffer holds.
+    /// output buffer (TLS's staged plaintext). Pending output is this plus
+    /// what the buffer holds.
     #[inline]
     pub fn staged(&self) -> usize {
         match self {
             Transport::Plain => 0,
+            Transport::Tls(tls) => tls.staged(),
             Transport::Web(web) => web.staged(),
         }
     }
@@ -82,16 +94,17 @@ impl Transport {
     #[inline]
     pub fn takes_framed(&self) -> bool {
         match self {
-            Transport::Plain => false,
+            Transport::Plain | Transport::Tls(_) => false,
             Transport::Web(web) => web.takes_framed(),
         }
     }
 
-    /// The connection cannot carry chat yet (a request head is still being
-    /// read).
+    /// The connection cannot carry chat yet (a TLS handshake, or a request
+    /// head, is under way): the loop closes it if that lasts too long.
     pub fn is_handshaking(&self) -> bool {
         match self {
             Transport::Plain => false,
+            Transport::Tls(tls) => tls.is_handshaking(),
             Transport::Web(web) => web.is_handshaking(),
         }
     }
@@ -101,25 +114,29 @@ impl Transport {
     pub fn sweep(&mut self) -> usize {
         match self {
             Transport::Plain => 0,
+            Transport::Tls(tls) => tls.sweep(),
             Transport::Web(web) => web.sweep(),
         }
     }
 
-    /// Writes what `out` holds (after framing what is staged) as far as the
+    /// Writes what `out` holds (after sealing or framing what is staged) as far as the
     /// socket takes it now. Returns the bytes written to the socket.
     pub fn write(&mut self, socket: &mut impl Write, out: &mut OutputBuffer) -> io::Result<usize> {
         match self {
             Transport::Plain => out.write_to(socket),
+            Transport::Tls(tls) => tls.write(socket, out),
             Transport::Web(web) => web.write(socket, out),
         }
     }
 
     /// The server is closing the connection: queue whatever says goodbye at
-    /// this layer (nothing for plain TCP; a WebSocket close frame, or an
-    /// HTTP answer to a request not yet answered).
+    /// this layer (nothing for plain TCP; TLS sends `close_notify`; the
+    /// browser door a WebSocket close frame, or an HTTP answer to a request
+    /// not yet answered).
     pub fn start_close(&mut self, out: &mut OutputBuffer) {
         match self {
             Transport::Plain => {}
+            Transport::Tls(tls) => tls.start_close(out),
             Transport::Web(web) => web.start_close(out),
         }
     }

@@ -19,6 +19,8 @@ pub const FAST_HASH: &str = "m=256,t=1,p=1";
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The TLS door's address, when started with `--tls-cert`.
+    pub tls_addr: Option<SocketAddr>,
     /// Everything the server has logged to stderr so far.
     pub log: Arc<Mutex<String>>,
 }
@@ -46,6 +48,7 @@ impl Server {
         if !command.get_args().any(|a| a == "--history") {
             command.args(["--history", ":memory:"]);
         }
+        let tls = command.get_args().any(|a| a == "--tls-cert");
         let mut child = command
             .args(["--port", "0", "--log-level", "debug"])
             .stdin(Stdio::null())
@@ -56,13 +59,20 @@ impl Server {
         let stderr = child.stderr.take().expect("no stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
+        let (tls_tx, tls_rx) = std::sync::mpsc::channel();
         {
             let log = Arc::clone(&log);
             std::thread::spawn(move || {
                 let mut tx = Some(tx);
+                let mut tls_tx = Some(tls_tx);
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
-                    if let Some(rest) = line.split("listening on ").nth(1) {
+                    if let Some(rest) = line.split("TLS listening on ").nth(1) {
+                        let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                        if let Some(tx) = tls_tx.take() {
+                            let _ = tx.send(addr);
+                        }
+                    } else if let Some(rest) = line.split("listening on ").nth(1) {
                         let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
                         if let Some(tx) = tx.take() {
                             let _ = tx.send(addr);
@@ -85,7 +95,23 @@ impl Server {
                 );
             }
         };
-        Server { child, addr, log }
+        // The TLS door's line follows the plain one.
+        let tls_addr = tls.then(|| match tls_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr.parse().expect("bad TLS listening address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not log its TLS door; log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        });
+        Server {
+            child,
+            addr,
+            tls_addr,
+            log,
+        }
     }
 
     /// Opens a client connection.

@@ -21,6 +21,12 @@
 #   client_close NAME...     half-closes each client's input in turn and waits
 #                            until the server has closed it (nc has exited)
 #
+# TLS (SPEC 8.1): a scenario that sets TLS_KEY=ec|sec1|rsa gets a fresh
+# self-signed certificate with that kind of key and a server with both doors.
+# A client whose name starts with `tls` is then `openssl s_client -quiet`
+# on the TLS door (verifying the certificate) instead of nc. s_client ignores
+# the end of its input, so a TLS client's last line is `quit`.
+#
 # Every nc runs under `timeout`, every wait is bounded; a wait that times out or
 # a send that fails is written to $WORK/errors and fails the scenario.
 
@@ -33,6 +39,8 @@ declare -A CLIENT_FD=() CLIENT_PID=()
 CLIENT_ORDER=()
 SERVER_PID=''
 PORT=''
+TLS_PORT=''
+TLS_KEY=''
 WORK=''
 
 # A problem in the harness or a broken expectation on ordering: recorded, and
@@ -50,11 +58,18 @@ server_start() { # BIN [EXTRA_ARGS...]
     --log-level info "$@" </dev/null 2>"$WORK/server.log" >/dev/null &
   SERVER_PID=$!
   local deadline=$((SECONDS + SERVER_START_TIMEOUT)) log re='listening on [^ ]*:([0-9]+)'
+  local tls_re='TLS listening on [^ ]*:([0-9]+)'
   while :; do
     log=$(<"$WORK/server.log")
     if [[ $log =~ $re ]]; then
       PORT=${BASH_REMATCH[1]}
-      return 0
+      # The TLS door's line follows the plain one.
+      if [ -z "$TLS_KEY" ]; then
+        return 0
+      elif [[ $log =~ $tls_re ]]; then
+        TLS_PORT=${BASH_REMATCH[1]}
+        return 0
+      fi
     fi
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then
       note_error "server exited before listening (see server.log)"
@@ -90,9 +105,18 @@ server_stop() { # SIGTERM, then check the server exited 0 and did not panic
   fi
 }
 
-# The nc of one client: stdin from $1, raw output to $WORK/NAME.out.
+# The nc of one client: stdin from $1, raw output to $WORK/NAME.out. Clients
+# named tls* speak TLS through openssl s_client, which must verify the
+# scenario's certificate.
 run_nc() { # NAME INPUT
-  exec timeout -k 2 "$NC_TIMEOUT" nc -N 127.0.0.1 "$PORT" <"$2" >"$WORK/$1.out" 2>"$WORK/$1.nc-err"
+  case $1 in
+    tls*)
+      exec timeout -k 2 "$NC_TIMEOUT" openssl s_client -quiet -verify_return_error \
+        -CAfile "$WORK/tls/cert.pem" -connect "127.0.0.1:$TLS_PORT" \
+        <"$2" >"$WORK/$1.out" 2>"$WORK/$1.nc-err"
+      ;;
+    *) exec timeout -k 2 "$NC_TIMEOUT" nc -N 127.0.0.1 "$PORT" <"$2" >"$WORK/$1.out" 2>"$WORK/$1.nc-err" ;;
+  esac
 }
 
 session() { # NAME LINE...
@@ -224,6 +248,13 @@ run_scenario() { # SCENARIO_FILE WORK_DIR SERVER_BIN
   trap '' PIPE
   # shellcheck source=/dev/null
   source "$file"
+  if [ -n "$TLS_KEY" ]; then
+    bash "$(dirname "${BASH_SOURCE[0]}")/../tls/make-cert.sh" "$WORK/tls" "$TLS_KEY" || {
+      note_error "cannot make a $TLS_KEY certificate (openssl)"
+      return 1
+    }
+    SERVER_ARGS+=(--tls-port 0 --tls-cert "$WORK/tls/cert.pem" --tls-key "$WORK/tls/key.pem")
+  fi
   server_start "$bin" "${SERVER_ARGS[@]}" || return 1
   scenario
   for name in "${CLIENT_ORDER[@]}"; do

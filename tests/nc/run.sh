@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Scripted nc sessions: replays the seed document's terminal figures (and a few
 # SPEC points) against a real server and checks every client's raw output, byte
-# for byte, against the transcript beside its scenario.
+# for byte, against the transcript beside its scenario. Scenarios 3x do the same
+# through the TLS door with `openssl s_client -quiet` (see lib.sh).
 #
 #   bash tests/nc/run.sh target/debug/chat-server [SCENARIO_NAME...]
 #
@@ -29,9 +30,9 @@ if [ ! -x "$bin" ]; then
   echo "$0: server binary '$bin' not found or not executable (cargo build --bin chat-server)" >&2
   exit 2
 fi
-for tool in nc timeout cmp diff mkfifo; do
+for tool in nc timeout cmp diff mkfifo openssl; do
   if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "$0: '$tool' is missing (nc: bash tests/nc/install-nc.sh)" >&2
+    echo "$0: '$tool' is missing (nc: bash tests/nc/install-nc.sh; openssl: bash tests/tls/install-openssl.sh)" >&2
     exit 2
   fi
 done

@@ -70,12 +70,15 @@ pub fn server_binary() -> &'static PathBuf {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The TLS door's address, when started with `--tls-cert`.
+    pub tls_addr: Option<SocketAddr>,
 }
 
 impl Server {
     /// Starts the server with in-memory accounts, fast hashing, `--port 0`
     /// and `extra` flags, and waits until it logs the address it listens on.
     pub fn start(extra: &[&str]) -> Server {
+        let tls = extra.contains(&"--tls-cert");
         let mut child = Command::new(server_binary())
             .args([
                 "--accounts",
@@ -94,12 +97,19 @@ impl Server {
             .expect("cannot start chat-server");
         let stderr = child.stderr.take().expect("no stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let (tls_tx, tls_rx) = std::sync::mpsc::channel();
         // Reads the log to its end, so the server never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut tx = Some(tx);
+            let mut tls_tx = Some(tls_tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on ").nth(1) {
+                if let Some(rest) = line.split("TLS listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    if let Some(tx) = tls_tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                } else if let Some(rest) = line.split("listening on ").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr);
@@ -115,7 +125,18 @@ impl Server {
                 panic!("server did not start ({status:?})");
             }
         };
-        Server { child, addr }
+        // The TLS door's line follows the plain one.
+        let tls_addr = tls.then(|| {
+            let addr = tls_rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("server did not log its TLS door");
+            addr.parse().expect("bad TLS listening address")
+        });
+        Server {
+            child,
+            addr,
+            tls_addr,
+        }
     }
 
     /// A client that has registered and logged in as `name` (password `pw`).
