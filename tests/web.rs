@@ -420,13 +420,24 @@ fn passwords_and_message_text_are_never_logged_even_at_trace() {
         for line in std::io::BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             if let Some(rest) = line.split("web listening on ").nth(1) {
-                let _ = tx.send(rest.trim().to_owned());
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
             }
             log.push_str(&line);
             log.push('\n');
         }
         log
     });
+    /// Kills the server if the test fails half-way.
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(self.0 as i32, libc::SIGKILL);
+            }
+        }
+    }
+    let guard = Kill(child.id());
     let addr: SocketAddr = rx.recv_timeout(REPLY_TIMEOUT).unwrap().parse().unwrap();
     let mut w = ws(addr);
     send(&mut w, "regist rahasiawan Pw-s3cr3t-xyz");
@@ -437,6 +448,8 @@ fn passwords_and_message_text_are_never_logged_even_at_trace() {
     send(&mut w, "list-user");
     expect(&mut w, "list user : rahasiawan.");
     drop(w);
+    // Stopped the ordinary way; once it is reaped its pid is not ours.
+    std::mem::forget(guard);
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
@@ -487,4 +500,100 @@ fn max_clients_counts_every_door_and_a_browser_over_it_gets_503() {
     };
     let mut refused = server.connect();
     refused.expect("Server penuh, coba lagi nanti");
+}
+
+/// With a certificate (the TLS door's flags), the browser door serves HTTPS
+/// and WSS with it: the page, and the WebSocket chatting with a plain user.
+#[test]
+fn with_a_certificate_the_door_is_https_and_wss() {
+    use rustls::pki_types::ServerName;
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+    use std::sync::Arc;
+
+    let dir = std::env::temp_dir().join(format!("chat-web-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, pair.cert.pem()).unwrap();
+    std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+    let (server, addr) = start(&[
+        "--tls-cert",
+        &cert_arg,
+        "--tls-key",
+        &key_arg,
+        "--tls-port",
+        "0",
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut roots = RootCertStore::empty();
+    roots.add(pair.cert.der().clone()).unwrap();
+    let config = Arc::new(
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let tls = |config: &Arc<ClientConfig>| {
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        StreamOwned::new(
+            ClientConnection::new(Arc::clone(config), name).unwrap(),
+            tcp,
+        )
+    };
+    // HTTPS: the page.
+    let mut s = tls(&config);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(status(&answer), "HTTP/1.1 200 OK");
+    assert!(answer.contains("<html lang=\"id\">"));
+    // Plain HTTP on it is not served.
+    let plain = http(addr, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert!(!plain.contains("200 OK"), "{plain}");
+    // WSS: the page's own origin is https://, so http:// is another site.
+    let port = addr.port();
+    #[allow(clippy::result_large_err)] // tungstenite's handshake error, in a test
+    let upgrade = |origin: &str| {
+        let mut request = format!("ws://localhost:{port}/ws")
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().unwrap());
+        tungstenite::client::client(request, tls(&config))
+    };
+    match upgrade(&format!("http://localhost:{port}")) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
+            assert_eq!(r.status().as_u16(), 403)
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a page of another origin was let in"),
+    }
+    let (mut w, _) = upgrade(&format!("https://localhost:{port}")).expect("WSS refused");
+    let mut nc = server.login("nina");
+    w.send(Message::text("regist wati pw")).unwrap();
+    assert_eq!(
+        w.read().unwrap().into_text().unwrap().as_str(),
+        "Anda berhasil terdaftar"
+    );
+    w.send(Message::text("login wati pw")).unwrap();
+    assert_eq!(
+        w.read().unwrap().into_text().unwrap().as_str(),
+        "Login sukses"
+    );
+    w.send(Message::text("halo lewat wss")).unwrap();
+    nc.expect("[wati] halo lewat wss");
+    nc.send("halo juga");
+    assert_eq!(
+        w.read().unwrap().into_text().unwrap().as_str(),
+        "[nina] halo juga"
+    );
+    w.close(None).unwrap();
+    nc.expect("Teman anda [wati] telah offline");
 }

@@ -678,7 +678,9 @@ impl Server {
                 Some(WebDoor {
                     listener: Some(listener),
                     local_addr,
-                    site: Arc::new(Site::new(config.lang, false, &door.origins)),
+                    // With a certificate, the page and its WebSocket are
+                    // served over TLS only: HTTPS and WSS (SPEC 8.2).
+                    site: Arc::new(Site::new(config.lang, tls.is_some(), &door.origins)),
                 })
             }
             None => None,
@@ -760,7 +762,8 @@ impl Server {
             info!("TLS listening on {addr}");
         }
         if let Some(addr) = self.web_addr() {
-            info!("web listening on {addr}");
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
+            info!("web listening on {addr} ({scheme})");
         }
         let mut events = Events::with_capacity(1024);
         loop {
@@ -859,6 +862,16 @@ impl Server {
         .map(|at| at.saturating_duration_since(now))
     }
 
+    /// How a door refuses a connection: the browser door inside TLS, like
+    /// the TLS door, has no handshake to say it in.
+    fn refusal_door(&self, door: Door) -> Door {
+        if door == Door::Web && self.tls.is_some() {
+            Door::Tls
+        } else {
+            door
+        }
+    }
+
     /// The listener of a door, while it is open.
     fn listener(&self, door: Door) -> Option<&TcpListener> {
         match door {
@@ -923,7 +936,7 @@ impl Server {
                         self.io.conns.len()
                     );
                 }
-                refuse(socket, door, self.config.lang);
+                refuse(socket, self.refusal_door(door), self.config.lang);
                 continue;
             }
             self.refusing = false;
@@ -945,7 +958,17 @@ impl Server {
                     let Some(site) = self.web.as_ref().map(|d| Arc::clone(&d.site)) else {
                         return;
                     };
-                    Transport::Web(Box::new(WebTransport::new(site)))
+                    let tls = match self.tls.as_ref().map(|d| Arc::clone(&d.config)) {
+                        None => None,
+                        Some(config) => match TlsTransport::new(config) {
+                            Ok(tls) => Some(tls),
+                            Err(e) => {
+                                warn!("{peer}: cannot start TLS: {e}");
+                                continue;
+                            }
+                        },
+                    };
+                    Transport::Web(Box::new(WebTransport::new(site, tls)))
                 }
             };
             // A browser's WebSocket speaks the line protocol: the same chat
@@ -975,7 +998,7 @@ impl Server {
         self.reserve_fd = match accepted {
             Some(Ok((socket, peer))) => {
                 debug!("{peer}: refused, out of descriptors");
-                refuse(socket, door, self.config.lang);
+                refuse(socket, self.refusal_door(door), self.config.lang);
                 open_reserve()
             }
             _ => open_reserve(),

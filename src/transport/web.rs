@@ -32,6 +32,7 @@ use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, FrameHeader};
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
+use super::tls::TlsTransport;
 use crate::server::output::OutputBuffer;
 use crate::wire::framing::{LineBuffer, READ_CHUNK};
 use crate::wire::protocol::{self, Lang, Reply};
@@ -640,33 +641,41 @@ impl Write for Duplex<'_> {
     }
 }
 
-/// The browser door over plain TCP: a [`WebSession`] joined to the socket.
+/// The browser door on a socket: a [`WebSession`] over plain TCP, or over
+/// TLS (HTTPS and WSS with the TLS door's certificate, SPEC 8.2).
 #[derive(Debug)]
 pub struct WebTransport {
     session: WebSession,
+    /// TLS under the session, when the server has a certificate.
+    tls: Option<TlsTransport>,
+    /// Scratch for TLS: plaintext read, bytes the session says.
+    scratch: Vec<u8>,
     /// The peer's WebSocket is closed, or an answer ended the connection:
     /// the next read reports end of stream.
     ended: bool,
 }
 
 impl WebTransport {
-    /// A new browser connection.
-    pub fn new(site: Arc<Site>) -> Self {
+    /// A new browser connection, inside TLS when `tls` is given.
+    pub fn new(site: Arc<Site>, tls: Option<TlsTransport>) -> Self {
         Self {
             session: WebSession::new(site),
+            tls,
+            scratch: Vec::new(),
             ended: false,
         }
     }
 
-    /// See [`WebSession::is_handshaking`].
+    /// The TLS handshake or the request head is still under way.
     pub fn is_handshaking(&self) -> bool {
-        self.session.is_handshaking()
+        self.session.is_handshaking() || self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }
 
-    /// See [`WebSession::staged`].
+    /// Output accepted and not yet in the output buffer: the session's
+    /// unframed lines and TLS's unsealed plaintext.
     #[inline]
     pub fn staged(&self) -> usize {
-        self.session.staged()
+        self.session.staged() + self.tls.as_ref().map_or(0, |t| t.staged())
     }
 
     /// See [`WebSession::encode`].
@@ -676,9 +685,10 @@ impl WebTransport {
     }
 
     /// Reads one chunk from the socket and passes it through the session.
-    /// `Ok(0)`: the peer closed (TCP end of stream or a close frame).
-    /// `InvalidData`: an answer that ends the connection is in `out` (the
-    /// page, an error status, a close frame): flush it, then close.
+    /// `Ok(0)`: the peer closed (TCP end of stream, `close_notify` or a
+    /// close frame). `InvalidData`: an answer that ends the connection is
+    /// queued (the page, an error status, a close frame, a TLS alert):
+    /// flush it, then close.
     pub fn read(
         &mut self,
         socket: &mut impl Read,
@@ -688,23 +698,45 @@ impl WebTransport {
         if self.ended {
             return Ok(0);
         }
-        let mut chunk = [0u8; READ_CHUNK];
-        let n = loop {
-            match socket.read(&mut chunk) {
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                other => break other?,
+        let status = match &mut self.tls {
+            None => {
+                let mut chunk = [0u8; READ_CHUNK];
+                let n = loop {
+                    match socket.read(&mut chunk) {
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        other => break other?,
+                    }
+                };
+                if n == 0 {
+                    return Ok(0);
+                }
+                (n, self.session.receive(&chunk[..n], lines, out.buf_mut()))
+            }
+            Some(tls) => {
+                let mut plain = std::mem::take(&mut self.scratch);
+                plain.clear();
+                let n = tls.read_plain(socket, &mut plain, out)?;
+                if n == 0 {
+                    return Ok(0);
+                }
+                let mut wire = Vec::new();
+                let status = self.session.receive(&plain, lines, &mut wire);
+                // Sealed at the next write, counted as staged until then.
+                tls.encode(&wire);
+                if plain.capacity() <= 2 * READ_CHUNK {
+                    plain.clear();
+                    self.scratch = plain;
+                }
+                (n, status)
             }
         };
-        if n == 0 {
-            return Ok(0);
-        }
-        match self.session.receive(&chunk[..n], lines, out.buf_mut()) {
-            Status::Open => Ok(n),
-            Status::PeerClosed => {
+        match status {
+            (n, Status::Open) => Ok(n),
+            (n, Status::PeerClosed) => {
                 self.ended = true;
                 Ok(n)
             }
-            Status::Finished => {
+            (_, Status::Finished) => {
                 self.ended = true;
                 Err(io::Error::new(
                     ErrorKind::InvalidData,
@@ -714,30 +746,56 @@ impl WebTransport {
         }
     }
 
-    /// Frames what is staged and writes as far as the socket takes it.
+    /// Frames what is staged (and seals it, inside TLS) and writes as far as
+    /// the socket takes it.
     pub fn write(&mut self, socket: &mut impl Write, out: &mut OutputBuffer) -> io::Result<usize> {
-        if self.session.staged() > 0 {
-            self.session.frame(out.buf_mut());
+        match &mut self.tls {
+            None => {
+                if self.session.staged() > 0 {
+                    self.session.frame(out.buf_mut());
+                }
+                out.write_to(socket)
+            }
+            Some(tls) => {
+                if self.session.staged() > 0 {
+                    let mut wire = std::mem::take(&mut self.scratch);
+                    wire.clear();
+                    self.session.frame(&mut wire);
+                    tls.encode(&wire);
+                    wire.clear();
+                    self.scratch = wire;
+                }
+                tls.write(socket, out)
+            }
         }
-        out.write_to(socket)
     }
 
     /// True when a broadcast framed once for every reader may be queued
-    /// as it is: the WebSocket is open and nothing staged would have to go
-    /// before it.
+    /// as it is: the WebSocket is open, not inside TLS (which seals each
+    /// reader's bytes apart), and nothing staged would have to go before it.
     #[inline]
     pub fn takes_framed(&self) -> bool {
-        self.session.is_websocket() && self.session.staged() == 0
+        self.tls.is_none() && self.session.is_websocket() && self.session.staged() == 0
     }
 
-    /// See [`WebSession::start_close`].
+    /// See [`WebSession::start_close`]; inside TLS, then `close_notify`.
     pub fn start_close(&mut self, out: &mut OutputBuffer) {
-        self.session.start_close(out.buf_mut());
+        match &mut self.tls {
+            None => self.session.start_close(out.buf_mut()),
+            Some(tls) => {
+                let mut wire = Vec::new();
+                self.session.start_close(&mut wire);
+                tls.encode(&wire);
+                tls.start_close(out);
+            }
+        }
     }
 
-    /// See [`WebSession::sweep`].
+    /// Frees what is held for an idle connection; returns the bytes freed.
     pub fn sweep(&mut self) -> usize {
-        self.session.sweep()
+        let scratch = self.scratch.capacity();
+        self.scratch = Vec::new();
+        scratch + self.session.sweep() + self.tls.as_mut().map_or(0, |t| t.sweep())
     }
 }
 
