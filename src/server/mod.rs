@@ -25,40 +25,44 @@
 //! handshake (or request head) has not finished within [`HANDSHAKE_TIMEOUT`].
 
 pub mod connection;
+mod outbox;
 pub mod output;
+mod sockets;
+
+use self::outbox::{Batch, Io, Queues, queue};
+pub use self::sockets::raise_fd_limit;
+use self::sockets::{
+    listen, open_reserve, out_of_descriptors, refuse, release_free_memory, reregister,
+    set_keepalive,
+};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::fs::File;
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind};
 use std::net::{Shutdown, SocketAddr};
-use std::ops::Range;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use self::connection::{Connection, Phase};
-use crate::core::chat::{
-    Audience, AuthJob, Chat, ChatConfig, ConnId, Event, Flow, HistoryConfig, HistoryDone,
-    HistoryJob, Outbox,
-};
+use crate::core::chat::{Chat, ChatConfig, ConnId, Flow, HistoryConfig};
 use crate::store::accounts::{AccountFile, AuthWorker, HashParams};
 use crate::store::history::{Commit, HistoryFile, HistoryPlace, HistoryWriter, unix_now};
 use crate::transport::Transport;
 use crate::transport::tls::{self, HANDSHAKE_TIMEOUT, TlsTransport};
-use crate::transport::web::{self, Site, WebTransport};
+use crate::transport::web::{Site, WebTransport};
 use crate::wire::dialect::{Dialect, Fed, Input};
 use crate::wire::framing::READ_CHUNK;
-use crate::wire::protocol::{Lang, Reply};
+use crate::wire::protocol::Lang;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -192,370 +196,6 @@ struct TlsDoor {
     /// connections keep the one they started with.
     config: Arc<rustls::ServerConfig>,
     files: TlsDoorConfig,
-}
-
-/// Lists of connections the turn must come back to, and the output totals.
-#[derive(Debug, Default)]
-struct Queues {
-    /// Connections with output to flush at the end of this turn.
-    flush: Vec<usize>,
-    /// Connections over an output limit, to drop at the end of this turn.
-    doomed: Vec<usize>,
-    /// Connections that used up their read budget with input left.
-    unread: Vec<usize>,
-    /// Pending output of every connection not doomed.
-    total_output: usize,
-    max_total_output: usize,
-}
-
-/// The part of the server the core writes into: connections, queues, the auth
-/// worker. Split from [`Server`] so the core can borrow it while the server
-/// holds the core.
-struct Io {
-    conns: Slab<Connection>,
-    queues: Queues,
-    lang: Lang,
-    /// Connections the core asked to close during the current call; the shell
-    /// then calls [`Chat::disconnect`] for each (the call protocol).
-    close_requests: Vec<ConnId>,
-    worker: AuthWorker,
-    /// The history writer; `None` with `--history none`.
-    history: Option<HistoryWriter>,
-    /// Store jobs the writer could not take, answered as failed at the end
-    /// of the turn.
-    history_failed: Vec<HistoryDone>,
-    /// Scratch for rendering one event sent to one connection.
-    rendered: Vec<u8>,
-    /// Open connections of each dialect kind: broadcasts are rendered for
-    /// the kinds present.
-    open_by_kind: [usize; Dialect::KINDS],
-    batch: Batch,
-}
-
-/// The broadcasts of a turn to one audience, gathered so that each reader
-/// gets them in one piece: a plain-TCP reader that is caught up shares one
-/// copy of them (no copy of its own at all) and writes it in one `write`;
-/// any other reader gets its own copy. Several senders' lines of one turn go
-/// into one batch; each sender's copy leaves out its own lines.
-///
-/// Delivered before anything else is said to anyone (a reply, a private
-/// message, a close), before a broadcast to another audience, and before
-/// the turn's output is written, so every reader sees everything in order.
-#[derive(Debug, Default)]
-struct Batch {
-    /// The audience version of what is gathered; `None` when empty.
-    version: Option<u64>,
-    audience: Vec<ConnId>,
-    /// What is gathered, as each dialect kind says it.
-    rendered: [Vec<u8>; Dialect::KINDS],
-    /// Each message's sender, and where the message lies in each kind's
-    /// rendering: the sender's copy leaves it out.
-    senders: Vec<(ConnId, [Range<usize>; Dialect::KINDS])>,
-    /// The shared renderings of the last batch: once every reader has
-    /// written them, their allocations serve the next batch.
-    spent: [Option<Rc<Vec<u8>>>; Dialect::KINDS],
-}
-
-/// Past this many bytes, a batch is delivered at once: it bounds the memory
-/// a batch holds and how late its first line is.
-const MAX_BATCH: usize = 64 * 1024;
-
-/// Queues one rendered message for `conn`, enforcing the per-reader limit.
-/// The hot path of every delivery: kept small so it inlines into the loops.
-#[inline(always)]
-fn queue(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) {
-    if conn.pending() + message.len() > MAX_OUTPUT {
-        queue_behind(key, conn, message, queues);
-        return;
-    }
-    append(key, conn, message, queues);
-}
-
-/// Encodes `message` into `conn`'s output and puts it on the flush list.
-#[inline(always)]
-fn append(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) {
-    // A transport's `encode` adds exactly `message.len()` to what is
-    // pending (see `Transport::encode`).
-    conn.transport.encode(message, &mut conn.out);
-    queues.total_output += message.len();
-    if !conn.queued_flush {
-        conn.queued_flush = true;
-        queues.flush.push(key);
-    }
-}
-
-/// [`queue`] for a reader with nearly 1 MiB pending: one write attempt,
-/// then it is either queued or doomed.
-#[cold]
-#[inline(never)]
-fn queue_behind(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) {
-    // Only a reader that cannot take what is already pending is behind; one
-    // that reads has had no chance yet this turn. A write error shows again,
-    // and is handled, when the turn flushes.
-    // Sealing and framing can grow what is pending (TLS record headers and
-    // tags, WebSocket headers), so account by the difference, not by the
-    // bytes written.
-    let before = conn.pending();
-    let _ = conn.transport.write(&mut conn.socket, &mut conn.out);
-    queues.total_output = queues.total_output - before + conn.pending();
-    if conn.pending() + message.len() > MAX_OUTPUT {
-        warn!(
-            "{}: more than {MAX_OUTPUT} bytes of output pending, disconnecting a reader that is too slow",
-            conn.peer
-        );
-        doom(key, conn, queues);
-        return;
-    }
-    append(key, conn, message, queues);
-}
-
-/// Marks a connection to be dropped at the end of the turn; its output no
-/// longer counts.
-fn doom(key: usize, conn: &mut Connection, queues: &mut Queues) {
-    if conn.phase != Phase::Doomed {
-        queues.total_output -= conn.pending();
-        conn.phase = Phase::Doomed;
-        queues.doomed.push(key);
-    }
-}
-
-impl Io {
-    /// Delivers the gathered broadcasts to each reader of their audience. A
-    /// plain-TCP reader with nothing pending shares one copy of them; the
-    /// others get their own; a sender gets its own without its lines.
-    fn deliver_batch(&mut self) {
-        if self.batch.version.take().is_none() {
-            return;
-        }
-        // The renderings move into shared buffers, uncopied; the buffers of
-        // the last batch come back for this one's successor if every reader
-        // has written them.
-        let shared: [Option<Rc<Vec<u8>>>; Dialect::KINDS] = std::array::from_fn(|kind| {
-            let rendered = &mut self.batch.rendered[kind];
-            if rendered.is_empty() {
-                return None;
-            }
-            let recycled = match self.batch.spent[kind].take().map(Rc::try_unwrap) {
-                Some(Ok(mut bytes)) => {
-                    bytes.clear();
-                    bytes
-                }
-                _ => Vec::new(),
-            };
-            Some(Rc::new(std::mem::replace(rendered, recycled)))
-        });
-        // The batch as WebSocket frames, made once if a browser needs it.
-        let mut framed: [Option<Rc<Vec<u8>>>; Dialect::KINDS] = Default::default();
-        for &id in &self.batch.audience {
-            let Some(conn) = self.conns.get_mut(id.key()) else {
-                continue;
-            };
-            if conn.id != id || conn.phase == Phase::Doomed {
-                continue;
-            }
-            let kind = conn.dialect.kind();
-            let Some(bytes) = &shared[kind] else {
-                continue;
-            };
-            if conn.sent_in_batch {
-                conn.sent_in_batch = false;
-                let own_run = own_run(kind, id, &self.batch.senders);
-                if let Some(run) = own_run
-                    && conn.out.is_empty()
-                    && matches!(conn.transport, Transport::Plain)
-                    && bytes.len() - run.len() <= MAX_OUTPUT
-                {
-                    // What others said before its lines is shared; only
-                    // what came after is copied.
-                    conn.out.share_part(bytes, 0..run.start);
-                    self.queues.total_output += run.start;
-                    if run.end < bytes.len() {
-                        append(id.key(), conn, &bytes[run.end..], &mut self.queues);
-                    } else if run.start > 0 && !conn.queued_flush {
-                        conn.queued_flush = true;
-                        self.queues.flush.push(id.key());
-                    }
-                } else {
-                    let own = without_own_lines(bytes, kind, id, &self.batch.senders);
-                    if !own.is_empty() {
-                        queue(id.key(), conn, &own, &mut self.queues);
-                    }
-                }
-            } else if conn.out.is_empty() && matches!(conn.transport, Transport::Plain) {
-                conn.out.share(bytes);
-                self.queues.total_output += bytes.len();
-                if !conn.queued_flush {
-                    conn.queued_flush = true;
-                    self.queues.flush.push(id.key());
-                }
-            } else if conn.out.is_empty() && conn.transport.takes_framed() {
-                // Browsers that are caught up share one framing of the
-                // batch, made for the first of them.
-                let framed = framed[kind].get_or_insert_with(|| {
-                    let mut wire = Vec::new();
-                    web::frame_lines(bytes, &mut wire);
-                    Rc::new(wire)
-                });
-                conn.out.share(framed);
-                self.queues.total_output += framed.len();
-                if !conn.queued_flush {
-                    conn.queued_flush = true;
-                    self.queues.flush.push(id.key());
-                }
-            } else {
-                queue(id.key(), conn, bytes, &mut self.queues);
-            }
-            if self.queues.total_output > self.queues.max_total_output {
-                shed(&mut self.conns, &mut self.queues);
-            }
-        }
-        self.batch.spent = shared;
-        // Senders outside the audience (one that just went offline).
-        for (id, _) in &self.batch.senders {
-            if let Some(conn) = self.conns.get_mut(id.key()) {
-                conn.sent_in_batch = false;
-            }
-        }
-        self.batch.audience.clear();
-        self.batch.senders.clear();
-        for rendered in &mut self.batch.rendered {
-            rendered.clear();
-        }
-    }
-}
-
-/// Where a sender's messages lie in a batch, if they form one unbroken run
-/// (the usual case: one read's lines are fed in one go).
-fn own_run(
-    kind: usize,
-    sender: ConnId,
-    senders: &[(ConnId, [Range<usize>; Dialect::KINDS])],
-) -> Option<Range<usize>> {
-    let mut run: Option<Range<usize>> = None;
-    for (id, ranges) in senders {
-        if *id == sender {
-            let range = ranges[kind].clone();
-            run = match run {
-                None => Some(range),
-                Some(r) if r.end == range.start => Some(r.start..range.end),
-                Some(_) => return None,
-            };
-        }
-    }
-    run
-}
-
-/// A sender's copy of a batch: everything but the messages it sent.
-#[cold]
-fn without_own_lines(
-    bytes: &[u8],
-    kind: usize,
-    sender: ConnId,
-    senders: &[(ConnId, [Range<usize>; Dialect::KINDS])],
-) -> Vec<u8> {
-    let mut own = Vec::with_capacity(bytes.len());
-    let mut from = 0;
-    for (id, ranges) in senders {
-        if *id == sender {
-            let range = &ranges[kind];
-            own.extend_from_slice(&bytes[from..range.start]);
-            from = range.end;
-        }
-    }
-    own.extend_from_slice(&bytes[from..]);
-    own
-}
-
-/// Keeps all output under `--max-output-mb`: dooms the readers furthest
-/// behind until the total is back under seven eighths of the limit (the
-/// headroom saves a scan of every connection on the next message).
-#[cold]
-fn shed(conns: &mut Slab<Connection>, queues: &mut Queues) {
-    let target = queues.max_total_output / 8 * 7;
-    while queues.total_output > target {
-        let Some((key, _)) = conns
-            .iter()
-            .filter(|(_, c)| c.phase != Phase::Doomed)
-            .max_by_key(|(_, c)| c.pending())
-        else {
-            return;
-        };
-        let conn = &mut conns[key];
-        warn!(
-            "{}: all output buffers together over {} bytes, disconnecting the reader furthest behind ({} bytes pending)",
-            conn.peer,
-            queues.max_total_output,
-            conn.pending()
-        );
-        doom(key, conn, queues);
-    }
-}
-
-impl Outbox for Io {
-    fn send(&mut self, to: ConnId, event: Event<'_>) {
-        self.deliver_batch();
-        let lang = self.lang;
-        let Some(conn) = self
-            .conns
-            .get_mut(to.key())
-            .filter(|c| c.id == to && c.phase != Phase::Doomed)
-        else {
-            return;
-        };
-        self.rendered.clear();
-        conn.dialect.render(lang, &event, &mut self.rendered);
-        queue(to.key(), conn, &self.rendered, &mut self.queues);
-        if self.queues.total_output > self.queues.max_total_output {
-            shed(&mut self.conns, &mut self.queues);
-        }
-    }
-
-    fn close(&mut self, conn: ConnId) {
-        self.deliver_batch();
-        self.close_requests.push(conn);
-    }
-
-    fn submit(&mut self, job: AuthJob) {
-        self.worker.submit(job);
-    }
-
-    /// No output is involved, so gathered broadcasts stay gathered: a
-    /// broadcast kept for `--replay` costs no extra copy per reader.
-    fn store(&mut self, job: HistoryJob) {
-        match &self.history {
-            Some(writer) => {
-                if let Some(failed) = writer.submit(job) {
-                    self.history_failed.push(failed);
-                }
-            }
-            None => error!("a history job without a history writer"),
-        }
-    }
-
-    fn broadcast(&mut self, to: Audience<'_>, except: ConnId, event: Event<'_>) {
-        if self.batch.version != Some(to.version) {
-            self.deliver_batch();
-            self.batch.version = Some(to.version);
-            self.batch.audience.extend_from_slice(to.conns);
-        }
-        let mut ranges: [Range<usize>; Dialect::KINDS] = std::array::from_fn(|_| 0..0);
-        for (kind, rendered) in self.batch.rendered.iter_mut().enumerate() {
-            if self.open_by_kind[kind] > 0 {
-                let start = rendered.len();
-                Dialect::render_broadcast(kind, self.lang, &event, rendered);
-                ranges[kind] = start..rendered.len();
-            }
-        }
-        if let Some(conn) = self.conns.get_mut(except.key())
-            && conn.id == except
-        {
-            conn.sent_in_batch = true;
-        }
-        self.batch.senders.push((except, ranges));
-        if self.batch.rendered.iter().any(|r| r.len() > MAX_BATCH) {
-            self.deliver_batch();
-        }
-    }
 }
 
 /// The running server.
@@ -1260,12 +900,21 @@ impl Server {
         if conn.phase == Phase::Doomed {
             return;
         }
-        let before = conn.pending();
-        let written = conn.transport.write(&mut conn.socket, &mut conn.out);
-        // Sealing and framing can grow what is pending (record headers and
-        // tags, WebSocket headers), so account by the difference, not by the
-        // bytes written.
-        self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
+        let written = if matches!(conn.transport, Transport::Plain) {
+            // The hot path: what is written is what is no longer pending.
+            let written = conn.out.write_to(&mut conn.socket);
+            if let Ok(n) = written {
+                self.io.queues.total_output -= n;
+            }
+            written
+        } else {
+            let before = conn.pending();
+            let written = conn.transport.write(&mut conn.socket, &mut conn.out);
+            // Sealing can grow what is pending (record headers and tags), so
+            // account by the difference, not by the bytes written.
+            self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
+            written
+        };
         if let Err(e) = written {
             debug!("{}: write failed: {e}", conn.peer);
             self.drop_conn(key);
@@ -1498,138 +1147,4 @@ impl Server {
         }
         info!("stopped");
     }
-}
-
-/// Tells a connection the server cannot take it, and lets it go. Through
-/// the TLS door there is no handshake to say it in: the connection is just
-/// closed. A browser gets it as an HTTP `503` (its request is never read).
-fn refuse(mut socket: TcpStream, door: Door, lang: Lang) {
-    let text = Reply::ServerFull.text(lang);
-    let answer = match door {
-        Door::Tls => return,
-        Door::Plain => format!("{text}\n"),
-        Door::Web => format!(
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{text}\n",
-            text.len() + 1
-        ),
-    };
-    let _ = socket.write(answer.as_bytes());
-    let _ = socket.shutdown(Shutdown::Write);
-}
-
-/// Binds a listener with a deep backlog and registers it under `token`.
-fn listen(poll: &Poll, addr: SocketAddr, token: Token) -> io::Result<(TcpListener, SocketAddr)> {
-    let mut listener = TcpListener::bind(addr)?;
-    // Listening again on a listening socket only updates its backlog.
-    // SAFETY: listen(2) on a descriptor we own; no memory is involved.
-    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
-        warn!(
-            "cannot raise the listen backlog: {}",
-            io::Error::last_os_error()
-        );
-    }
-    let local_addr = listener.local_addr()?;
-    poll.registry()
-        .register(&mut listener, token, Interest::READABLE)?;
-    Ok((listener, local_addr))
-}
-
-/// The reserve descriptor (see [`Server::reserve_fd`]).
-fn open_reserve() -> Option<File> {
-    File::open("/dev/null")
-        .inspect_err(|e| warn!("cannot open a reserve descriptor: {e}"))
-        .ok()
-}
-
-/// Turns on TCP keepalive with the timings above.
-fn set_keepalive(fd: RawFd) -> io::Result<()> {
-    let options = [
-        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES),
-    ];
-    for (level, name, value) in options {
-        // SAFETY: setsockopt reads exactly `size_of::<c_int>()` bytes from a
-        // live local; the descriptor is a socket we own.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// Hands the allocator's free memory back to the OS. After a burst (many
-/// readers far behind, up to 1 MiB each) glibc keeps the freed heap, and the
-/// process would stay at its peak size long after the burst is over.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns unused heap pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-fn reregister(registry: &Registry, conn: &mut Connection, key: usize) {
-    let interest = if conn.writable_interest {
-        Interest::READABLE | Interest::WRITABLE
-    } else {
-        Interest::READABLE
-    };
-    if let Err(e) = registry.reregister(&mut conn.socket, Token(key), interest) {
-        debug!("{}: reregister failed: {e}", conn.peer);
-    }
-}
-
-/// Errors that mean the process or system ran out of descriptors or memory.
-fn out_of_descriptors(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
-}
-
-/// Raises the soft descriptor limit so `max_clients` connections fit, as far
-/// as the hard limit allows. Returns the limit now in force.
-pub fn raise_fd_limit(max_clients: usize) -> u64 {
-    // Room for the listener, the poll, the accounts file, logs and threads.
-    let wanted = max_clients as u64 + 64;
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit write/read only the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        warn!("cannot read the file descriptor limit");
-        return 0;
-    }
-    if limit.rlim_cur >= wanted {
-        return limit.rlim_cur;
-    }
-    let target = wanted.min(limit.rlim_max);
-    let raised = libc::rlimit {
-        rlim_cur: target,
-        rlim_max: limit.rlim_max,
-    };
-    // SAFETY: as above.
-    if target > limit.rlim_cur && unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-        limit.rlim_cur = target;
-    }
-    if limit.rlim_cur < wanted {
-        warn!(
-            "file descriptor limit is {} (hard limit {}): fewer than --max-clients {} connections fit",
-            limit.rlim_cur, limit.rlim_max, max_clients
-        );
-    }
-    limit.rlim_cur
 }

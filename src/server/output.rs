@@ -55,7 +55,7 @@ impl OutputBuffer {
 
     /// [`share`](Self::share) for the `part` of a shared rendering (a
     /// sender's copy of a batch: what others said before its own lines).
-    #[inline]
+    #[inline(always)]
     pub fn share_part(&mut self, bytes: &Rc<Vec<u8>>, part: std::ops::Range<usize>) {
         if part.is_empty() {
             return;

@@ -1,0 +1,381 @@
+//! Where the core's words go: the [`Outbox`] the loop hands the core, the
+//! per-turn [`Batch`] of broadcasts, and the output accounting (the 1 MiB
+//! rule per reader, `--max-output-mb` for all).
+
+use std::ops::Range;
+use std::rc::Rc;
+
+use log::{error, warn};
+use slab::Slab;
+
+use super::MAX_OUTPUT;
+use super::connection::{Connection, Phase};
+use crate::core::chat::{Audience, AuthJob, ConnId, Event, HistoryDone, HistoryJob, Outbox};
+use crate::store::accounts::AuthWorker;
+use crate::store::history::HistoryWriter;
+use crate::transport::{Transport, web};
+use crate::wire::dialect::Dialect;
+use crate::wire::protocol::Lang;
+
+/// Lists of connections the turn must come back to, and the output totals.
+#[derive(Debug, Default)]
+pub(super) struct Queues {
+    /// Connections with output to flush at the end of this turn.
+    pub(super) flush: Vec<usize>,
+    /// Connections over an output limit, to drop at the end of this turn.
+    pub(super) doomed: Vec<usize>,
+    /// Connections that used up their read budget with input left.
+    pub(super) unread: Vec<usize>,
+    /// Pending output of every connection not doomed.
+    pub(super) total_output: usize,
+    pub(super) max_total_output: usize,
+}
+
+/// The part of the server the core writes into: connections, queues, the auth
+/// worker. Split from [`Server`] so the core can borrow it while the server
+/// holds the core.
+pub(super) struct Io {
+    pub(super) conns: Slab<Connection>,
+    pub(super) queues: Queues,
+    pub(super) lang: Lang,
+    /// Connections the core asked to close during the current call; the shell
+    /// then calls [`Chat::disconnect`] for each (the call protocol).
+    pub(super) close_requests: Vec<ConnId>,
+    pub(super) worker: AuthWorker,
+    /// The history writer; `None` with `--history none`.
+    pub(super) history: Option<HistoryWriter>,
+    /// Store jobs the writer could not take, answered as failed at the end
+    /// of the turn.
+    pub(super) history_failed: Vec<HistoryDone>,
+    /// Scratch for rendering one event sent to one connection.
+    pub(super) rendered: Vec<u8>,
+    /// Open connections of each dialect kind: broadcasts are rendered for
+    /// the kinds present.
+    pub(super) open_by_kind: [usize; Dialect::KINDS],
+    pub(super) batch: Batch,
+}
+
+/// The broadcasts of a turn to one audience, gathered so that each reader
+/// gets them in one piece: a plain-TCP reader that is caught up shares one
+/// copy of them (no copy of its own at all) and writes it in one `write`;
+/// any other reader gets its own copy. Several senders' lines of one turn go
+/// into one batch; each sender's copy leaves out its own lines.
+///
+/// Delivered before anything else is said to anyone (a reply, a private
+/// message, a close), before a broadcast to another audience, and before
+/// the turn's output is written, so every reader sees everything in order.
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    /// The audience version of what is gathered; `None` when empty.
+    pub(super) version: Option<u64>,
+    pub(super) audience: Vec<ConnId>,
+    /// What is gathered, as each dialect kind says it.
+    pub(super) rendered: [Vec<u8>; Dialect::KINDS],
+    /// Each message's sender, and where the message lies in each kind's
+    /// rendering: the sender's copy leaves it out.
+    pub(super) senders: Vec<(ConnId, [Range<usize>; Dialect::KINDS])>,
+    /// The shared renderings of the last batch: once every reader has
+    /// written them, their allocations serve the next batch.
+    pub(super) spent: [Option<Rc<Vec<u8>>>; Dialect::KINDS],
+}
+
+/// Past this many bytes, a batch is delivered at once: it bounds the memory
+/// a batch holds and how late its first line is.
+pub(super) const MAX_BATCH: usize = 64 * 1024;
+
+/// Queues one rendered message for `conn`, enforcing the per-reader limit.
+/// The hot path of every delivery: kept small so it inlines into the loops.
+#[inline(always)]
+pub(super) fn queue(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) {
+    if conn.pending() + message.len() > MAX_OUTPUT {
+        queue_behind(key, conn, message, queues);
+        return;
+    }
+    append(key, conn, message, queues);
+}
+
+/// Encodes `message` into `conn`'s output and puts it on the flush list.
+#[inline(always)]
+pub(super) fn append(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) {
+    // A transport's `encode` adds exactly `message.len()` to what is
+    // pending (see `Transport::encode`).
+    conn.transport.encode(message, &mut conn.out);
+    queues.total_output += message.len();
+    if !conn.queued_flush {
+        conn.queued_flush = true;
+        queues.flush.push(key);
+    }
+}
+
+/// [`queue`] for a reader with nearly 1 MiB pending: one write attempt,
+/// then it is either queued or doomed.
+#[cold]
+#[inline(never)]
+pub(super) fn queue_behind(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) {
+    // Only a reader that cannot take what is already pending is behind; one
+    // that reads has had no chance yet this turn. A write error shows again,
+    // and is handled, when the turn flushes.
+    // Sealing can grow what is pending (TLS record headers and tags), so
+    // account by the difference, not by the bytes written.
+    let before = conn.pending();
+    let _ = conn.transport.write(&mut conn.socket, &mut conn.out);
+    queues.total_output = queues.total_output - before + conn.pending();
+    if conn.pending() + message.len() > MAX_OUTPUT {
+        warn!(
+            "{}: more than {MAX_OUTPUT} bytes of output pending, disconnecting a reader that is too slow",
+            conn.peer
+        );
+        doom(key, conn, queues);
+        return;
+    }
+    append(key, conn, message, queues);
+}
+
+/// Marks a connection to be dropped at the end of the turn; its output no
+/// longer counts.
+pub(super) fn doom(key: usize, conn: &mut Connection, queues: &mut Queues) {
+    if conn.phase != Phase::Doomed {
+        queues.total_output -= conn.pending();
+        conn.phase = Phase::Doomed;
+        queues.doomed.push(key);
+    }
+}
+
+impl Io {
+    /// Delivers the gathered broadcasts to each reader of their audience. A
+    /// plain-TCP reader with nothing pending shares one copy of them; the
+    /// others get their own; a sender gets its own without its lines.
+    pub(super) fn deliver_batch(&mut self) {
+        if self.batch.version.take().is_none() {
+            return;
+        }
+        // The renderings move into shared buffers, uncopied; the buffers of
+        // the last batch come back for this one's successor if every reader
+        // has written them.
+        let shared: [Option<Rc<Vec<u8>>>; Dialect::KINDS] = std::array::from_fn(|kind| {
+            let rendered = &mut self.batch.rendered[kind];
+            if rendered.is_empty() {
+                return None;
+            }
+            let recycled = match self.batch.spent[kind].take().map(Rc::try_unwrap) {
+                Some(Ok(mut bytes)) => {
+                    bytes.clear();
+                    bytes
+                }
+                _ => Vec::new(),
+            };
+            Some(Rc::new(std::mem::replace(rendered, recycled)))
+        });
+        // The batch as WebSocket frames, made once if a browser needs it.
+        let mut framed: [Option<Rc<Vec<u8>>>; Dialect::KINDS] = Default::default();
+        for &id in &self.batch.audience {
+            let Some(conn) = self.conns.get_mut(id.key()) else {
+                continue;
+            };
+            if conn.id != id || conn.phase == Phase::Doomed {
+                continue;
+            }
+            let kind = conn.dialect.kind();
+            let Some(bytes) = &shared[kind] else {
+                continue;
+            };
+            if conn.sent_in_batch {
+                conn.sent_in_batch = false;
+                let own_run = own_run(kind, id, &self.batch.senders);
+                if let Some(run) = own_run
+                    && conn.out.is_empty()
+                    && matches!(conn.transport, Transport::Plain)
+                    && bytes.len() - run.len() <= MAX_OUTPUT
+                {
+                    // What others said before its lines is shared; only
+                    // what came after is copied.
+                    conn.out.share_part(bytes, 0..run.start);
+                    self.queues.total_output += run.start;
+                    if run.end < bytes.len() {
+                        append(id.key(), conn, &bytes[run.end..], &mut self.queues);
+                    } else if run.start > 0 && !conn.queued_flush {
+                        conn.queued_flush = true;
+                        self.queues.flush.push(id.key());
+                    }
+                } else {
+                    let own = without_own_lines(bytes, kind, id, &self.batch.senders);
+                    if !own.is_empty() {
+                        queue(id.key(), conn, &own, &mut self.queues);
+                    }
+                }
+            } else if conn.out.is_empty() && matches!(conn.transport, Transport::Plain) {
+                conn.out.share(bytes);
+                self.queues.total_output += bytes.len();
+                if !conn.queued_flush {
+                    conn.queued_flush = true;
+                    self.queues.flush.push(id.key());
+                }
+            } else if conn.out.is_empty() && conn.transport.takes_framed() {
+                // Browsers that are caught up share one framing of the
+                // batch, made for the first of them.
+                let framed = framed[kind].get_or_insert_with(|| {
+                    let mut wire = Vec::new();
+                    web::frame_lines(bytes, &mut wire);
+                    Rc::new(wire)
+                });
+                conn.out.share(framed);
+                self.queues.total_output += framed.len();
+                if !conn.queued_flush {
+                    conn.queued_flush = true;
+                    self.queues.flush.push(id.key());
+                }
+            } else {
+                queue(id.key(), conn, bytes, &mut self.queues);
+            }
+            if self.queues.total_output > self.queues.max_total_output {
+                shed(&mut self.conns, &mut self.queues);
+            }
+        }
+        self.batch.spent = shared;
+        // Senders outside the audience (one that just went offline).
+        for (id, _) in &self.batch.senders {
+            if let Some(conn) = self.conns.get_mut(id.key()) {
+                conn.sent_in_batch = false;
+            }
+        }
+        self.batch.audience.clear();
+        self.batch.senders.clear();
+        for rendered in &mut self.batch.rendered {
+            rendered.clear();
+        }
+    }
+}
+
+/// Where a sender's messages lie in a batch, if they form one unbroken run
+/// (the usual case: one read's lines are fed in one go).
+pub(super) fn own_run(
+    kind: usize,
+    sender: ConnId,
+    senders: &[(ConnId, [Range<usize>; Dialect::KINDS])],
+) -> Option<Range<usize>> {
+    let mut run: Option<Range<usize>> = None;
+    for (id, ranges) in senders {
+        if *id == sender {
+            let range = ranges[kind].clone();
+            run = match run {
+                None => Some(range),
+                Some(r) if r.end == range.start => Some(r.start..range.end),
+                Some(_) => return None,
+            };
+        }
+    }
+    run
+}
+
+/// A sender's copy of a batch: everything but the messages it sent.
+#[cold]
+pub(super) fn without_own_lines(
+    bytes: &[u8],
+    kind: usize,
+    sender: ConnId,
+    senders: &[(ConnId, [Range<usize>; Dialect::KINDS])],
+) -> Vec<u8> {
+    let mut own = Vec::with_capacity(bytes.len());
+    let mut from = 0;
+    for (id, ranges) in senders {
+        if *id == sender {
+            let range = &ranges[kind];
+            own.extend_from_slice(&bytes[from..range.start]);
+            from = range.end;
+        }
+    }
+    own.extend_from_slice(&bytes[from..]);
+    own
+}
+
+/// Keeps all output under `--max-output-mb`: dooms the readers furthest
+/// behind until the total is back under seven eighths of the limit (the
+/// headroom saves a scan of every connection on the next message).
+#[cold]
+pub(super) fn shed(conns: &mut Slab<Connection>, queues: &mut Queues) {
+    let target = queues.max_total_output / 8 * 7;
+    while queues.total_output > target {
+        let Some((key, _)) = conns
+            .iter()
+            .filter(|(_, c)| c.phase != Phase::Doomed)
+            .max_by_key(|(_, c)| c.pending())
+        else {
+            return;
+        };
+        let conn = &mut conns[key];
+        warn!(
+            "{}: all output buffers together over {} bytes, disconnecting the reader furthest behind ({} bytes pending)",
+            conn.peer,
+            queues.max_total_output,
+            conn.pending()
+        );
+        doom(key, conn, queues);
+    }
+}
+
+impl Outbox for Io {
+    fn send(&mut self, to: ConnId, event: Event<'_>) {
+        self.deliver_batch();
+        let lang = self.lang;
+        let Some(conn) = self
+            .conns
+            .get_mut(to.key())
+            .filter(|c| c.id == to && c.phase != Phase::Doomed)
+        else {
+            return;
+        };
+        self.rendered.clear();
+        conn.dialect.render(lang, &event, &mut self.rendered);
+        queue(to.key(), conn, &self.rendered, &mut self.queues);
+        if self.queues.total_output > self.queues.max_total_output {
+            shed(&mut self.conns, &mut self.queues);
+        }
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        self.deliver_batch();
+        self.close_requests.push(conn);
+    }
+
+    fn submit(&mut self, job: AuthJob) {
+        self.worker.submit(job);
+    }
+
+    /// No output is involved, so gathered broadcasts stay gathered: a
+    /// broadcast kept for `--replay` costs no extra copy per reader.
+    fn store(&mut self, job: HistoryJob) {
+        match &self.history {
+            Some(writer) => {
+                if let Some(failed) = writer.submit(job) {
+                    self.history_failed.push(failed);
+                }
+            }
+            None => error!("a history job without a history writer"),
+        }
+    }
+
+    fn broadcast(&mut self, to: Audience<'_>, except: ConnId, event: Event<'_>) {
+        if self.batch.version != Some(to.version) {
+            self.deliver_batch();
+            self.batch.version = Some(to.version);
+            self.batch.audience.extend_from_slice(to.conns);
+        }
+        let mut ranges: [Range<usize>; Dialect::KINDS] = std::array::from_fn(|_| 0..0);
+        for (kind, rendered) in self.batch.rendered.iter_mut().enumerate() {
+            if self.open_by_kind[kind] > 0 {
+                let start = rendered.len();
+                Dialect::render_broadcast(kind, self.lang, &event, rendered);
+                ranges[kind] = start..rendered.len();
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(except.key())
+            && conn.id == except
+        {
+            conn.sent_in_batch = true;
+        }
+        self.batch.senders.push((except, ranges));
+        if self.batch.rendered.iter().any(|r| r.len() > MAX_BATCH) {
+            self.deliver_batch();
+        }
+    }
+}
