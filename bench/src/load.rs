@@ -4,8 +4,10 @@
 //!
 //! Every benchmark message carries its send time on one monotonic clock (ns
 //! since the generator started), the sender, a sequence number and a phase:
-//! `^K<ts>^<seq>^<from>^<phase>^<pad>`, where K is `T` (fan-out), `S` (a
-//! barrier or a timed broadcast), `P` (ping) or `Q` (pong). Receivers find the
+//! `^K<ts>^<seq>^<from>^<phase>^<pad>`, where K is `T` (fan-out, or an
+//! honest user's private line in the flood scenario), `S` (a barrier or a
+//! timed broadcast), `P` (ping), `Q` (pong) or `F` (a flooder's line, only
+//! counted). Receivers find the
 //! payload at the first `^`, whatever the server put in front of it
 //! (`[u3] `, `:u3!~u3@127.0.0.1 PRIVMSG #bench :`, nothing).
 
@@ -142,6 +144,8 @@ struct Track {
     rtt_ns: Vec<u64>,
     ping_waiting: Option<Instant>,
     ping_timeouts: u64,
+    /// Flooder's lines (`F`) received by anyone in this phase.
+    flood_received: u64,
 }
 
 /// What one fan-out phase measured.
@@ -174,6 +178,29 @@ pub struct CountResult {
     pub wall: Duration,
 }
 
+/// What one flood phase measured (`Gen::flood`).
+#[derive(Debug, Clone)]
+pub struct FloodResult {
+    /// Private lines the honest users sent, and how many arrived.
+    pub sent: u64,
+    pub received: u64,
+    /// Honest lines still missing after the drain.
+    pub lost: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Honest users the server closed during the phase and the drain.
+    pub disconnected: usize,
+    /// Lines the flooder handed to its socket.
+    pub flood_sent: u64,
+    /// The flooder's lines that reached honest users, all together.
+    pub flood_received: u64,
+    /// Whether the server closed the flooder.
+    pub flooder_closed: bool,
+    pub server_cpu_ns: u64,
+    pub wall_ns: u64,
+}
+
 /// How a fan-out phase offers load.
 #[derive(Clone, Copy, Debug)]
 pub enum Offer {
@@ -197,6 +224,8 @@ pub struct Gen {
     failed: usize,
     next_seq: u64,
     track: Track,
+    /// Logins in progress at once, if not the protocol's usual window.
+    open_window: Option<usize>,
 }
 
 pub fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -255,6 +284,7 @@ impl Gen {
             failed: 0,
             next_seq: 0,
             track: Track::default(),
+            open_window: None,
         })
     }
 
@@ -270,6 +300,11 @@ impl Gen {
         self.t0.elapsed().as_nanos() as u64
     }
 
+    /// Sets how many logins may be in progress at once from now on.
+    pub fn set_open_window(&mut self, window: usize) {
+        self.open_window = Some(window.max(1));
+    }
+
     /// Starts opening `total` clients named `prefix0..`; the first `opers`
     /// of them become IRC operators with relaxed flood protection; IRC
     /// clients join the channel when `join`.
@@ -283,7 +318,9 @@ impl Gen {
             join,
             // ngircd listens with a backlog of 10: more connections at once
             // overflow it and wait for SYN retransmits (1 s, 3 s, ...).
-            window: if self.proto == Proto::Irc { 8 } else { 200 },
+            window: self
+                .open_window
+                .unwrap_or(if self.proto == Proto::Irc { 8 } else { 200 }),
             ready_at_start: self.ready,
             started: Instant::now(),
         }
@@ -618,6 +655,7 @@ impl Gen {
                 // Answer a ping privately with the same timestamp.
                 self.send_msg(idx, Dest::To(from), b'Q', ts, seq, phase);
             }
+            b'F' => t.flood_received += 1,
             b'Q' if phase == t.phase && t.ping_waiting.is_some() => {
                 t.rtt_ns.push(lat);
                 t.ping_waiting = None;
@@ -712,6 +750,13 @@ impl Gen {
 
     /// Formats and sends one benchmark message.
     fn send_msg(&mut self, from: usize, dest: Dest, kind: u8, ts: u64, seq: u64, phase: u32) {
+        self.queue_msg(from, dest, kind, ts, seq, phase);
+        self.flush(from);
+    }
+
+    /// Formats one benchmark message onto the end of the sender's output
+    /// buffer, without writing it yet.
+    fn queue_msg(&mut self, from: usize, dest: Dest, kind: u8, ts: u64, seq: u64, phase: u32) {
         let mut line = std::mem::take(&mut self.line);
         line.clear();
         let to_name =
@@ -741,7 +786,9 @@ impl Gen {
         } else {
             b"\n"
         });
-        self.send_raw(from, &line);
+        if let Some(c) = self.clients.get_mut(from) {
+            c.wbuf.extend_from_slice(&line);
+        }
         self.line = line;
     }
 
@@ -758,6 +805,7 @@ impl Gen {
         t.rtt_ns.clear();
         t.ping_waiting = None;
         t.ping_timeouts = 0;
+        t.flood_received = 0;
         t.phase
     }
 
@@ -937,6 +985,141 @@ impl Gen {
             lost: t.inflight.values().map(|&v| u64::from(v)).sum(),
             stray: t.stray,
             wall: start.elapsed(),
+        })
+    }
+
+    /// The flood scenario's phase: clients `0..honest` (the honest users)
+    /// each send one private line every `interval` to another honest user,
+    /// spread evenly in time, for `dur`; meanwhile client `flooder`, if any,
+    /// broadcasts `flooder_rate` lines a second, or (`None`) as fast as its
+    /// socket takes them (256 more lines
+    /// only once the previous ones are all in the kernel, at most 4 times a
+    /// turn, so neither its buffer nor a turn grows without bound). Then up to
+    /// `drain` for the honest lines still under way. Latency is one-way, on
+    /// the generator's one clock.
+    #[allow(clippy::too_many_arguments)]
+    pub fn flood(
+        &mut self,
+        honest: usize,
+        flooder: Option<usize>,
+        flooder_rate: Option<f64>,
+        interval: Duration,
+        dur: Duration,
+        drain: Duration,
+        server_pid: u32,
+    ) -> Result<FloodResult, String> {
+        if honest < 2 || honest > self.clients.len() {
+            return Err(format!(
+                "the flood scenario needs 2 to {} honest users, not {honest}",
+                self.clients.len()
+            ));
+        }
+        let phase = self.new_phase();
+        self.track.outstanding.clear();
+        let failed_before = self.clients[..honest.min(self.clients.len())]
+            .iter()
+            .filter(|c| c.state == State::Failed)
+            .count();
+        let cpu0 = crate::sys::process_cpu_ns(server_pid);
+        let start = Instant::now();
+        let end = start + dur;
+        let step = interval.div_f64(honest as f64);
+        let mut next_at = start;
+        let mut k: u64 = 0;
+        let mut sent: u64 = 0;
+        let mut flood_sent: u64 = 0;
+        let mut flood_seq: u64 = 0;
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            while next_at <= now {
+                let from = (k % honest as u64) as usize;
+                // A fixed pseudo-random peer other than the sender.
+                let hop = 1 + (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) % (honest as u64 - 1);
+                let to = ((from as u64 + hop) % honest as u64) as usize;
+                k += 1;
+                next_at += step;
+                if self.clients[from].state == State::Failed
+                    || self.clients[to].state == State::Failed
+                {
+                    continue;
+                }
+                self.next_seq += 1;
+                let seq = self.next_seq;
+                self.track.inflight.insert(seq, 1);
+                let ts = self.now_ns();
+                self.send_msg(from, Dest::To(to), b'T', ts, seq, phase);
+                sent += 1;
+            }
+            if let (Some(f), Some(rate)) = (flooder, flooder_rate) {
+                // Steady: one broadcast every 1/rate s, no more.
+                let due = (start.elapsed().as_secs_f64() * rate) as u64;
+                while flood_seq < due {
+                    flood_seq += 1;
+                    let ts = self.now_ns();
+                    self.send_msg(f, Dest::All, b'F', ts, flood_seq, phase);
+                    flood_sent += 1;
+                }
+            } else if let Some(f) = flooder {
+                // 256 lines (about 16 KiB) per write: a flooder fills its
+                // socket in big writes, not one small segment per line.
+                let mut turn = 0;
+                while turn < 4
+                    && self.clients.get(f).is_some_and(|c| {
+                        c.connected && c.wbuf.is_empty() && c.state == State::Ready
+                    })
+                {
+                    let ts = self.now_ns();
+                    for _ in 0..256 {
+                        flood_seq += 1;
+                        self.queue_msg(f, Dest::All, b'F', ts, flood_seq, phase);
+                    }
+                    self.flush(f);
+                    flood_sent += 256;
+                    turn += 1;
+                }
+            }
+            let wait = next_at
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(1));
+            self.pump(Some(wait))?;
+        }
+        let drain_end = Instant::now() + drain;
+        while !self.track.inflight.is_empty() {
+            let now = Instant::now();
+            if now >= drain_end {
+                break;
+            }
+            self.pump(Some((drain_end - now).min(Duration::from_millis(10))))?;
+        }
+        let cpu = crate::sys::process_cpu_ns(server_pid).saturating_sub(cpu0);
+        let disconnected = self.clients[..honest]
+            .iter()
+            .filter(|c| c.state == State::Failed)
+            .count()
+            - failed_before;
+        let flooder_closed = flooder.is_some_and(|f| {
+            self.clients
+                .get(f)
+                .is_some_and(|c| c.state == State::Failed)
+        });
+        let t = &mut self.track;
+        t.lat_ns.sort_unstable();
+        Ok(FloodResult {
+            sent,
+            received: t.received,
+            lost: t.inflight.len() as u64,
+            p50_ms: ms(percentile(&t.lat_ns, 50.0)),
+            p99_ms: ms(percentile(&t.lat_ns, 99.0)),
+            max_ms: ms(t.lat_ns.last().copied().unwrap_or(0)),
+            disconnected,
+            flood_sent,
+            flood_received: t.flood_received,
+            flooder_closed,
+            server_cpu_ns: cpu,
+            wall_ns: start.elapsed().as_nanos() as u64,
         })
     }
 

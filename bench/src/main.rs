@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
-use scenarios::Plan;
+use scenarios::{FloodCase, Plan};
 use servers::{Kind, Launch, find_program};
 
 #[derive(Debug, Parser)]
@@ -65,8 +65,8 @@ struct RunArgs {
     /// Repetitions (default: 3, quick: 1).
     #[arg(long)]
     reps: Option<usize>,
-    /// Scenarios, comma-separated: fanout, connections, storm.
-    #[arg(long, default_value = "fanout,connections,storm")]
+    /// Scenarios, comma-separated: fanout, connections, storm, flood.
+    #[arg(long, default_value = "fanout,connections,storm,flood")]
     scenarios: String,
     /// Servers, comma-separated: floor, ours, ours-ws (ours through the
     /// browser door's WebSocket), ngircd.
@@ -87,6 +87,15 @@ struct RunArgs {
     /// Connections in the login storm (default: 1000, quick: 100).
     #[arg(long)]
     storm: Option<usize>,
+    /// Honest users in the flood scenario (default: 1000, quick: 200).
+    #[arg(long)]
+    flood_users: Option<usize>,
+    /// Seconds between one honest user's lines in the flood scenario.
+    #[arg(long, default_value_t = 2.0)]
+    flood_interval: f64,
+    /// Seconds the flooder floods (default: 10, quick: 5).
+    #[arg(long)]
+    flood_secs: Option<f64>,
     /// Fan-out client counts, comma-separated.
     #[arg(long, default_value = "100,1000")]
     clients: String,
@@ -101,6 +110,26 @@ struct RunArgs {
     /// Do not pin to CPUs.
     #[arg(long)]
     no_pin: bool,
+}
+
+/// Every scenario, in the order a run takes them.
+const ALL_SCENARIOS: [&str; 4] = ["fanout", "connections", "storm", "flood"];
+
+/// What one step of a repetition runs against: a server (fan-out,
+/// connections, storm) or one case of the flood scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Case {
+    Server(Kind),
+    Flood(FloodCase),
+}
+
+impl Case {
+    fn name(self) -> &'static str {
+        match self {
+            Case::Server(k) => k.name(),
+            Case::Flood(c) => c.name(),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -138,7 +167,12 @@ fn redraw(jsonl: &std::path::Path, svg: &std::path::Path) -> Result<(), String> 
         .into_iter()
         .filter(|v| v["scenario"].is_string() && v["summary"].is_null())
         .collect();
-    report::chart(&report::summarize(&records), svg, &title)
+    report::chart(
+        &report::summarize(&records),
+        &report::flood_rows(&records),
+        svg,
+        &title,
+    )
 }
 
 fn parse_list<T>(s: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
@@ -177,6 +211,13 @@ fn run(args: RunArgs) -> Result<(), String> {
         storm: args.storm.unwrap_or(if quick { 100 } else { 1000 }),
         storm_limit: Duration::from_secs(if quick { 60 } else { 150 }),
         ping_before: Duration::from_secs(if quick { 1 } else { 2 }),
+        flood_users: args.flood_users.unwrap_or(if quick { 200 } else { 1000 }),
+        flood_interval: Duration::from_secs_f64(args.flood_interval.max(0.01)),
+        flood_phase: Duration::from_secs_f64(args.flood_secs.unwrap_or(if quick {
+            5.0
+        } else {
+            10.0
+        })),
     };
     if (fds as usize) < plan.connections + 100 {
         return Err(format!(
@@ -185,9 +226,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         ));
     }
     let scenarios = parse_list(&args.scenarios, |x| {
-        ["fanout", "connections", "storm"]
-            .contains(&x)
-            .then(|| x.to_string())
+        ALL_SCENARIOS.contains(&x).then(|| x.to_string())
     })?;
     let mut kinds = parse_list(&args.servers, Kind::parse)?;
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
@@ -268,6 +307,9 @@ fn run(args: RunArgs) -> Result<(), String> {
         "fanout_hash_params": scenarios::LOW_HASH,
         "storm_hash_params": "default (m=19456,t=2,p=1)",
         "storm": plan.storm,
+        "flood_users": plan.flood_users,
+        "flood_interval_s": plan.flood_interval.as_secs_f64(),
+        "flood_phase_s": plan.flood_phase.as_secs_f64(),
     });
     writeln!(jsonl, "{run_info}").map_err(|e| e.to_string())?;
     eprintln!(
@@ -280,18 +322,30 @@ fn run(args: RunArgs) -> Result<(), String> {
     let mut errors: Vec<String> = Vec::new();
     for rep in 0..reps {
         for scenario in &scenarios {
-            // Interleave: each repetition starts with a different server.
-            let mut order = kinds.clone();
+            // Interleave: each repetition starts with a different server
+            // (in the flood scenario, a different case).
+            let mut order: Vec<Case> = if scenario == "flood" {
+                FloodCase::ALL
+                    .into_iter()
+                    .filter(|c| kinds.contains(&c.kind()))
+                    .map(Case::Flood)
+                    .collect()
+            } else {
+                kinds.iter().map(|&k| Case::Server(k)).collect()
+            };
             let n = order.len().max(1);
             order.rotate_left(rep % n);
-            for &kind in &order {
-                if scenario == "storm" && kind == Kind::Floor {
+            for &case in &order {
+                if scenario == "storm" && case == Case::Server(Kind::Floor) {
                     continue; // the floor has no logins
                 }
-                let result = match scenario.as_str() {
-                    "fanout" => scenarios::fanout(&launch, kind, &plan),
-                    "connections" => scenarios::connections(&launch, kind, &plan),
-                    _ => scenarios::storm(&launch, kind, &plan),
+                let result = match (scenario.as_str(), case) {
+                    (_, Case::Flood(c)) => scenarios::flood(&launch, c, &plan),
+                    ("fanout", Case::Server(kind)) => scenarios::fanout(&launch, kind, &plan),
+                    ("connections", Case::Server(kind)) => {
+                        scenarios::connections(&launch, kind, &plan)
+                    }
+                    (_, Case::Server(kind)) => scenarios::storm(&launch, kind, &plan),
                 };
                 match result {
                     Ok(recs) => {
@@ -303,7 +357,7 @@ fn run(args: RunArgs) -> Result<(), String> {
                         }
                     }
                     Err(e) => {
-                        let msg = format!("rep {rep} {scenario} {}: {e}", kind.name());
+                        let msg = format!("rep {rep} {scenario} {}: {e}", case.name());
                         eprintln!("chat-bench: ERROR {msg}");
                         writeln!(jsonl, "{}", json!({"error": msg, "date": date}))
                             .map_err(|e| e.to_string())?;
@@ -315,11 +369,25 @@ fn run(args: RunArgs) -> Result<(), String> {
     }
     let _ = fs::remove_dir_all(&launch.work_dir);
     let rows = report::summarize(&records);
-    let targets = report::targets(&rows, &plan.clients, plan.connections, plan.storm);
+    let flood_rows = report::flood_rows(&records);
+    let targets = report::targets(
+        &rows,
+        &flood_rows,
+        &plan.clients,
+        plan.connections,
+        plan.storm,
+    );
     for r in &rows {
         let line = json!({
             "summary": true, "date": date, "scenario": r.scenario, "case": r.case,
             "metric": r.metric, "medians": r.values, "reps": r.reps,
+        });
+        writeln!(jsonl, "{line}").map_err(|e| e.to_string())?;
+    }
+    for r in &flood_rows {
+        let line = json!({
+            "summary": true, "date": date, "scenario": "flood", "case": r.case,
+            "medians": r.values, "reps": r.reps,
         });
         writeln!(jsonl, "{line}").map_err(|e| e.to_string())?;
     }
@@ -330,7 +398,9 @@ fn run(args: RunArgs) -> Result<(), String> {
         "Run {date} ({} mode, median of {reps}; {:.0} s) on {machine}; {pinning}; {}.\n\
          Fan-out: 10 senders, ~64-byte messages, {:.0} s per phase, closed loop with {} messages in flight per sender; \
          logins in fan-out and connections use `--hash-params {}`, the storm the default cost. \
-         ngircd: channel `{}` for fan-out, an operator's PRIVMSG to `{}` for the 10 000-connection broadcast.",
+         ngircd: channel `{}` for fan-out, an operator's PRIVMSG to `{}` for the 10 000-connection broadcast. \
+         Flood: {} honest users, each sending one private line every {} s (one-way latency), beside one connection \
+         broadcasting as fast as its socket takes lines for {} s; ngircd there with its default flood protection.",
         if quick { "quick" } else { "full" },
         started.elapsed().as_secs_f64(),
         ngircd_version.as_deref().unwrap_or("ngircd not run"),
@@ -339,8 +409,11 @@ fn run(args: RunArgs) -> Result<(), String> {
         scenarios::LOW_HASH,
         load::CHANNEL,
         load::SERVER_MASK,
+        plan.flood_users,
+        plan.flood_interval.as_secs_f64(),
+        plan.flood_phase.as_secs_f64(),
     );
-    let md = report::markdown(&rows, &targets, &header);
+    let md = report::markdown(&rows, &flood_rows, &targets, &header);
     println!("\n{md}");
     if !errors.is_empty() {
         println!("Errors:");
@@ -348,7 +421,13 @@ fn run(args: RunArgs) -> Result<(), String> {
             println!("- {e}");
         }
     }
-    let suffix = if quick { "-quick" } else { "" };
+    // A run of some scenarios only does not replace the table of a run of
+    // them all: `--scenarios flood` writes latest-flood.md.
+    let mut suffix = String::from(if quick { "-quick" } else { "" });
+    if scenarios.len() < ALL_SCENARIOS.len() {
+        suffix.push('-');
+        suffix.push_str(&scenarios.join("-"));
+    }
     let md_path = args.out.join(format!("latest{suffix}.md"));
     let mut md_file = md;
     for e in &errors {
@@ -358,6 +437,7 @@ fn run(args: RunArgs) -> Result<(), String> {
     let svg_path = args.out.join(format!("chart{suffix}.svg"));
     if let Err(e) = report::chart(
         &rows,
+        &flood_rows,
         &svg_path,
         &format!("chat-server vs ngircd vs floor, {date} ({machine})"),
     ) {

@@ -1,11 +1,13 @@
 //! Medians over the repetitions, ratios ours/ngircd and ours/floor, the
-//! targets of issue 6, a Markdown table and an SVG chart.
+//! targets of issues 6 and 11, Markdown tables and an SVG chart.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use plotters::prelude::*;
 use serde_json::{Value, json};
+
+use crate::scenarios::FloodCase;
 
 pub const SERVERS: [&str; 3] = ["floor", "ours", "ngircd"];
 
@@ -120,6 +122,62 @@ pub fn summarize(records: &[Value]) -> Vec<Row> {
     rows
 }
 
+/// The flood scenario's figures, in the order of its table.
+const FLOOD_METRICS: [(&str, &str); 10] = [
+    ("sent", "honest lines sent"),
+    ("p50_ms", "honest p50, ms"),
+    ("p99_ms", "honest p99, ms"),
+    ("max_ms", "honest max, ms"),
+    ("disconnected", "honest users disconnected"),
+    ("lost", "honest lines lost"),
+    ("flood_sent", "flooder's lines written"),
+    ("flood_per_user_s", "flooder's lines per honest user per s"),
+    ("server_cpu_util", "server CPU share"),
+    ("setup_s", "connect + log in all, s"),
+];
+
+/// One case of the flood scenario: its medians over the repetitions. Its
+/// cases are not servers side by side but settings of one server (and
+/// ngircd), so they get a table of their own, one row per case.
+pub struct FloodRow {
+    pub case: &'static str,
+    pub values: BTreeMap<&'static str, f64>,
+    pub reps: usize,
+}
+
+pub fn flood_rows(records: &[Value]) -> Vec<FloodRow> {
+    let mut rows = Vec::new();
+    for case in FloodCase::ALL {
+        let mine: Vec<&Value> = records
+            .iter()
+            .filter(|r| r["scenario"] == "flood" && r["case"] == case.name())
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let mut values = BTreeMap::new();
+        for (metric, _) in FLOOD_METRICS {
+            if let Some(m) = median(mine.iter().filter_map(|r| r[metric].as_f64()).collect()) {
+                values.insert(metric, m);
+            }
+        }
+        rows.push(FloodRow {
+            case: case.name(),
+            values,
+            reps: mine.len(),
+        });
+    }
+    rows
+}
+
+fn flood_value(rows: &[FloodRow], case: FloodCase, metric: &str) -> Option<f64> {
+    rows.iter()
+        .find(|r| r.case == case.name())?
+        .values
+        .get(metric)
+        .copied()
+}
+
 fn fmt(v: Option<f64>) -> String {
     match v {
         None => "-".into(),
@@ -135,8 +193,14 @@ fn find<'a>(rows: &'a [Row], scenario: &str, case: &str, metric: &str) -> Option
         .find(|r| r.scenario == scenario && r.case == case && r.metric == metric)
 }
 
-/// The targets of issue 6: (text, measured, met).
-pub fn targets(rows: &[Row], plan_clients: &[usize], conns: usize, storm: usize) -> Vec<Value> {
+/// The targets of issues 6 and 11: (text, measured, met).
+pub fn targets(
+    rows: &[Row],
+    flood: &[FloodRow],
+    plan_clients: &[usize],
+    conns: usize,
+    storm: usize,
+) -> Vec<Value> {
     let mut out = Vec::new();
     let mut add = |text: String, measured: String, met: Option<bool>| {
         out.push(json!({"target": text, "measured": measured, "met": met}));
@@ -223,16 +287,68 @@ pub fn targets(rows: &[Row], plan_clients: &[usize], conns: usize, storm: usize)
         },
         growth.zip(threads).map(|(g, n)| g <= n * 19.0),
     );
+    if !flood.is_empty() {
+        let on = flood_value(flood, FloodCase::OursOn, "p99_ms");
+        let base = flood_value(flood, FloodCase::OursNoFlooder, "p99_ms");
+        let gone = flood_value(flood, FloodCase::OursOn, "disconnected");
+        let ratio = on.zip(base).and_then(|(a, b)| (b > 0.0).then(|| a / b));
+        add(
+            "flood: with flood control on, honest p99 within 2x of the no-flooder figure, no honest user disconnected".into(),
+            format!(
+                "p99 {} ms vs {} ms without a flooder (x{}); {} disconnected",
+                fmt(on),
+                fmt(base),
+                fmt(ratio),
+                gone.map_or("-".into(), |g| format!("{g:.0}"))
+            ),
+            ratio.zip(gone).map(|(r, g)| r <= 2.0 && g == 0.0),
+        );
+    }
     out
 }
 
-pub fn markdown(rows: &[Row], targets: &[Value], header: &str) -> String {
+/// The flood scenario's table: one row per case, the honest users' figures
+/// first, p99 also as a multiple of the no-flooder baseline.
+pub fn flood_markdown(rows: &[FloodRow]) -> String {
+    let mut s = String::from("| flood case | ");
+    for (_, label) in FLOOD_METRICS {
+        s.push_str(label);
+        s.push_str(" | ");
+    }
+    s.push_str("p99 / no-flooder p99 |\n|---|");
+    s.push_str(&"---:|".repeat(FLOOD_METRICS.len() + 1));
+    s.push('\n');
+    let base = flood_value(rows, FloodCase::OursNoFlooder, "p99_ms");
+    for r in rows {
+        s.push_str(&format!("| {} | ", r.case));
+        for (metric, _) in FLOOD_METRICS {
+            let v = r.values.get(metric).copied();
+            // Counts read better whole.
+            if matches!(metric, "sent" | "disconnected" | "lost" | "flood_sent") {
+                s.push_str(&v.map_or("-".into(), |v| format!("{v:.0}")));
+            } else {
+                s.push_str(&fmt(v));
+            }
+            s.push_str(" | ");
+        }
+        let p99 = r.values.get("p99_ms").copied();
+        let ratio = p99.zip(base).and_then(|(a, b)| (b > 0.0).then(|| a / b));
+        s.push_str(&fmt(ratio));
+        s.push_str(" |\n");
+    }
+    s
+}
+
+pub fn markdown(rows: &[Row], flood: &[FloodRow], targets: &[Value], header: &str) -> String {
     let mut s = String::new();
     s.push_str(header);
-    s.push_str(
-        "\n\n| scenario | case | figure | floor | ours | ngircd | ours/ngircd | ours/floor | ours-ws | ws/ours |\n",
-    );
-    s.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push('\n');
+    if !rows.is_empty() {
+        s.push_str(
+            "\n| scenario | case | figure | floor | ours | ngircd | ours/ngircd | ours/floor | ours-ws | ws/ours |\n",
+        );
+        s.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    }
     for r in rows {
         let get = |k: &str| r.values.get(k).copied();
         s.push_str(&format!(
@@ -248,6 +364,10 @@ pub fn markdown(rows: &[Row], targets: &[Value], header: &str) -> String {
             fmt(get("ours-ws")),
             fmt(r.ratio("ours-ws", "ours")),
         ));
+    }
+    if !flood.is_empty() {
+        s.push('\n');
+        s.push_str(&flood_markdown(flood));
     }
     s.push_str("\n| target | measured | met |\n|---|---|---|\n");
     for t in targets {
@@ -337,7 +457,7 @@ fn panel(
     Ok(())
 }
 
-pub fn chart(rows: &[Row], path: &Path, title: &str) -> Result<(), String> {
+pub fn chart(rows: &[Row], flood: &[FloodRow], path: &Path, title: &str) -> Result<(), String> {
     let pick = |scenario: &str, metric: &str, case_filter: &dyn Fn(&str) -> bool| {
         rows.iter()
             .filter(|r| r.scenario == scenario && r.metric == metric && case_filter(&r.case))
@@ -348,14 +468,36 @@ pub fn chart(rows: &[Row], path: &Path, title: &str) -> Result<(), String> {
     let p99 = pick("fanout", "p99_ms", &|c| !c.ends_with("max"));
     let bcast = pick("connections", "broadcast_ms", &|_| true);
     let storm = pick("storm", "rtt_p99_during_ms", &|_| true);
-    let root = SVGBackend::new(path, (1200, 760)).into_drawing_area();
+    // The flood cases are settings, not servers: one bar each, in the
+    // colour of the server it ran on.
+    let flood_bars = |metric: &str| -> Vec<(String, BTreeMap<&'static str, f64>)> {
+        flood
+            .iter()
+            .filter_map(|r| {
+                let case = FloodCase::ALL.into_iter().find(|c| c.name() == r.case)?;
+                let v = *r.values.get(metric)?;
+                let short = match case {
+                    FloodCase::OursNoFlooder => "ours, no flooder",
+                    FloodCase::OursOn => "ours, on",
+                    FloodCase::OursOff => "ours, off",
+                    FloodCase::OursSteady => "ours, 5 lines/s",
+                    FloodCase::NgircdDefault => "ngircd, default",
+                };
+                Some((short.to_string(), BTreeMap::from([(case.kind().name(), v)])))
+            })
+            .collect()
+    };
+    let flood_p99 = flood_bars("p99_ms");
+    let flood_gone = flood_bars("disconnected");
+    let height = if flood.is_empty() { 760 } else { 1120 };
+    let root = SVGBackend::new(path, (1200, height)).into_drawing_area();
     let err = |e: &dyn std::fmt::Display| e.to_string();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let root = root
         .titled(title, ("sans-serif", 18))
         .map_err(|e| err(&e))?;
-    let (body, legend) = root.split_vertically(700);
-    let areas = body.split_evenly((2, 2));
+    let (body, legend) = root.split_vertically(height - 60);
+    let areas = body.split_evenly((if flood.is_empty() { 2 } else { 3 }, 2));
     panel(
         &areas[0],
         "fan-out: server CPU ms per 1000 deliveries, max rate",
@@ -372,6 +514,14 @@ pub fn chart(rows: &[Row], path: &Path, title: &str) -> Result<(), String> {
         "login storm: chat round-trip p99 during (ms)",
         &storm,
     )?;
+    if !flood.is_empty() {
+        panel(
+            &areas[4],
+            "flood: honest users' p99 latency (ms)",
+            &flood_p99,
+        )?;
+        panel(&areas[5], "flood: honest users disconnected", &flood_gone)?;
+    }
     for (j, server) in SERVERS.iter().enumerate() {
         let x = 400 + j as i32 * 150;
         legend
@@ -383,4 +533,44 @@ pub fn chart(rows: &[Row], path: &Path, title: &str) -> Result<(), String> {
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(case: FloodCase, p99: f64, gone: u64) -> Value {
+        json!({"scenario": "flood", "case": case.name(), "server": case.kind().name(),
+               "p50_ms": p99 / 4.0, "p99_ms": p99, "disconnected": gone})
+    }
+
+    #[test]
+    fn flood_goal_is_judged_against_the_no_flooder_median() {
+        let records = vec![
+            rec(FloodCase::OursNoFlooder, 2.0, 0),
+            rec(FloodCase::OursNoFlooder, 4.0, 0),
+            rec(FloodCase::OursNoFlooder, 3.0, 0),
+            rec(FloodCase::OursOn, 5.9, 0),
+            rec(FloodCase::OursOff, 50.0, 7),
+        ];
+        let rows = flood_rows(&records);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            flood_value(&rows, FloodCase::OursNoFlooder, "p99_ms"),
+            Some(3.0)
+        );
+        let t = targets(&[], &rows, &[], 10, 10);
+        let goal = t.last().unwrap();
+        assert_eq!(goal["met"], json!(true), "{goal}");
+        let md = flood_markdown(&rows);
+        assert!(
+            md.contains("| ours, flood control off | - | 12.5 | 50.0 | - | 7 |"),
+            "{md}"
+        );
+        // One disconnect with flood control on misses the goal.
+        let mut records = records;
+        records.push(rec(FloodCase::OursOn, 5.9, 1));
+        let t = targets(&[], &flood_rows(&records), &[], 10, 10);
+        assert_eq!(t.last().unwrap()["met"], json!(false));
+    }
 }

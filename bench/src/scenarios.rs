@@ -1,4 +1,4 @@
-//! The three scenarios, each against one freshly started server; each returns
+//! The four scenarios, each against one freshly started server; each returns
 //! one JSON record per case.
 
 use std::time::{Duration, Instant};
@@ -25,6 +25,73 @@ pub struct Plan {
     pub storm: usize,
     pub storm_limit: Duration,
     pub ping_before: Duration,
+    /// Flood scenario: honest users, how often each sends a line, how long
+    /// the flooder floods.
+    pub flood_users: usize,
+    pub flood_interval: Duration,
+    pub flood_phase: Duration,
+}
+
+/// One case of the flood scenario: a server, its flood setting, and whether
+/// a flooder runs beside the honest users.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloodCase {
+    /// Ours with SPEC 7's defaults: `--flood-burst 20 --flood-rate 5`.
+    OursOn,
+    /// Ours with flood control off (`--flood-rate 0`).
+    OursOff,
+    /// Ours with the defaults and no flooder: the baseline of the 2x goal.
+    OursNoFlooder,
+    /// Ours with the defaults, and instead of the flooder one user who
+    /// broadcasts a steady 5 lines a second: exactly what flood control
+    /// lets a flooder through, so the cost of that traffic itself.
+    OursSteady,
+    /// ngircd with its default flood protection (`ngircd-default.conf.in`).
+    NgircdDefault,
+}
+
+impl FloodCase {
+    pub const ALL: [FloodCase; 5] = [
+        FloodCase::OursNoFlooder,
+        FloodCase::OursOn,
+        FloodCase::OursOff,
+        FloodCase::OursSteady,
+        FloodCase::NgircdDefault,
+    ];
+
+    /// The label in the JSON lines and the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            FloodCase::OursOn => "ours, flood control on",
+            FloodCase::OursOff => "ours, flood control off",
+            FloodCase::OursNoFlooder => "ours, no flooder",
+            FloodCase::OursSteady => "ours, a user broadcasting 5 lines/s, no flooder",
+            FloodCase::NgircdDefault => "ngircd, default flood protection",
+        }
+    }
+
+    pub fn kind(self) -> Kind {
+        match self {
+            FloodCase::NgircdDefault => Kind::Ngircd,
+            _ => Kind::Ours,
+        }
+    }
+
+    fn flooder(self) -> bool {
+        self != FloodCase::OursNoFlooder
+    }
+
+    /// Ours' flood flags, spelled out so the case does not depend on the
+    /// server's defaults staying what SPEC 7 says today.
+    fn ours_flags(self) -> &'static [&'static str] {
+        match self {
+            FloodCase::OursOn | FloodCase::OursNoFlooder | FloodCase::OursSteady => {
+                &["--flood-burst", "20", "--flood-rate", "5"]
+            }
+            FloodCase::OursOff => &["--flood-rate", "0"],
+            FloodCase::NgircdDefault => &[],
+        }
+    }
 }
 
 fn fmt_rate(r: f64) -> String {
@@ -40,6 +107,8 @@ pub fn fanout(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, St
             &Start {
                 hash_params: Some(LOW_HASH),
                 max_clients: c + 100,
+                ours_flags: &[],
+                ngircd_default: false,
             },
         )?;
         let mut holder: Option<Gen> = None;
@@ -124,6 +193,8 @@ pub fn connections(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value
         &Start {
             hash_params: Some(LOW_HASH),
             max_clients: n + 100,
+            ours_flags: &[],
+            ngircd_default: false,
         },
     )?;
     let mut holder: Option<Gen> = None;
@@ -193,6 +264,8 @@ pub fn storm(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, Str
         &Start {
             hash_params: None,
             max_clients: s + 100,
+            ours_flags: &[],
+            ngircd_default: false,
         },
     )?;
     // Idle, before any connection: the baseline the storm's growth is
@@ -288,4 +361,99 @@ pub fn storm(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, Str
     server.stop();
     drop(holder);
     Ok(vec![result?])
+}
+
+/// Flood: `flood_users` honest users each send a private line to another one
+/// every `flood_interval` (one-way latency measured), while one more
+/// connection broadcasts as fast as its socket takes lines for
+/// `flood_phase` (no flooder in the baseline case). The honest lines'
+/// p50/p99 and how many honest users the server closed are what count.
+pub fn flood(launch: &Launch, case: FloodCase, plan: &Plan) -> Result<Vec<Value>, String> {
+    let kind = case.kind();
+    let users = plan.flood_users.max(2);
+    let mut server = launch.start(
+        kind,
+        &Start {
+            hash_params: Some(LOW_HASH),
+            max_clients: users + 100,
+            ours_flags: case.ours_flags(),
+            ngircd_default: true,
+        },
+    )?;
+    let mut holder: Option<Gen> = None;
+    let result = (|| -> Result<Value, String> {
+        let g = holder.insert(Gen::new(kind.proto(), server.addr)?);
+        if kind == Kind::Ngircd {
+            // With its default penalties each ngircd login takes about a
+            // second of fake lag; 8 at a time (the listen backlog's sake)
+            // would take minutes for 1000 users. Accepted connections leave
+            // the backlog at once, so more logins may be under way.
+            g.set_open_window(64);
+        }
+        let setup = g.open_all("h", users, 0, true, Duration::from_secs(300))?;
+        // The flooder is the last client (index `users`), in the channel too.
+        g.open_all("fl", 1, 0, true, Duration::from_secs(30))?;
+        // A barrier: everyone is in before the phase starts.
+        g.broadcast_time(0, Dest::All, users, Duration::from_secs(60))?;
+        g.idle(Duration::from_millis(200))?;
+        let r = g.flood(
+            users,
+            case.flooder().then_some(users),
+            (case == FloodCase::OursSteady).then_some(5.0),
+            plan.flood_interval,
+            plan.flood_phase,
+            Duration::from_secs(5),
+            server.pid,
+        )?;
+        let wall_s = r.wall_ns as f64 / 1e9;
+        let flood_per_user_s = r.flood_received as f64 / users as f64 / wall_s;
+        eprintln!(
+            "  flood {:<33} N={users}: honest p50 {:>8.3} p99 {:>8.3} max {:>8.3} ms, {}/{} arrived, {} honest disconnected; flooder sent {} lines{}, {:.1} of them per honest user per s",
+            case.name(),
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.received,
+            r.sent,
+            r.disconnected,
+            r.flood_sent,
+            if r.flooder_closed {
+                " and was closed"
+            } else {
+                ""
+            },
+            flood_per_user_s,
+        );
+        Ok(json!({
+            "scenario": "flood",
+            "case": case.name(),
+            "server": kind.name(),
+            "users": users,
+            "interval_s": plan.flood_interval.as_secs_f64(),
+            "phase_s": plan.flood_phase.as_secs_f64(),
+            "flood_flags": case.ours_flags().join(" "),
+            "sent": r.sent,
+            "received": r.received,
+            "lost": r.lost,
+            "p50_ms": r.p50_ms,
+            "p99_ms": r.p99_ms,
+            "max_ms": r.max_ms,
+            "disconnected": r.disconnected,
+            "flood_sent": r.flood_sent,
+            "flood_received": r.flood_received,
+            "flood_per_user_s": flood_per_user_s,
+            "flooder_closed": r.flooder_closed,
+            "server_cpu_util": r.server_cpu_ns as f64 / r.wall_ns as f64,
+            "setup_s": setup.as_secs_f64(),
+        }))
+    })();
+    let alive = server.alive();
+    let result = result.map_err(|e| format!("{e}; server log: {}", server.log_tail()));
+    server.stop();
+    drop(holder);
+    let v = result?;
+    if !alive {
+        return Err(format!("{} died during the run", case.name()));
+    }
+    Ok(vec![v])
 }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use crate::load::Proto;
 
 const NGIRCD_CONF: &str = include_str!("../ngircd.conf.in");
+/// ngircd with its default flood protection, for the flood scenario.
+const NGIRCD_DEFAULT_CONF: &str = include_str!("../ngircd-default.conf.in");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -88,6 +90,11 @@ pub struct Start<'a> {
     /// `--hash-params` for ours; `None` keeps the default cost.
     pub hash_params: Option<&'a str>,
     pub max_clients: usize,
+    /// Flags appended to ours' command line; a later flag overrides an
+    /// earlier one (the flood scenario sets `--flood-rate` this way).
+    pub ours_flags: &'a [&'a str],
+    /// ngircd with its default flood protection instead of the lifted one.
+    pub ngircd_default: bool,
 }
 
 impl Launch {
@@ -144,6 +151,7 @@ impl Launch {
                     args.push("--web-port".into());
                     args.push(port.to_string());
                 }
+                args.extend(opts.ours_flags.iter().map(|f| f.to_string()));
                 (self.chat_server.clone(), args)
             }
             Kind::Ngircd => {
@@ -153,7 +161,12 @@ impl Launch {
                     .ok_or("ngircd is not installed (make bench installs it)")?;
                 let dir = self.work_dir.join("ngircd");
                 fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-                let conf = NGIRCD_CONF
+                let template = if opts.ngircd_default {
+                    NGIRCD_DEFAULT_CONF
+                } else {
+                    NGIRCD_CONF
+                };
+                let conf = template
                     .replace("@PORT@", &port.to_string())
                     .replace("@DIR@", &dir.display().to_string());
                 let path = dir.join("ngircd.conf");
