@@ -5,8 +5,10 @@ PORT ?= 10000
 TLS_PORT ?= 10001
 # Extra flags for the programs, e.g. make run-server ARGS='--lang en'
 ARGS ?=
+# Where the browser test saves its screenshots (empty: target/browser-shots)
+SHOTS ?=
 
-.PHONY: all build run-server run-server-tls run-client test test-cargo test-nc nc openssl test-irc irc-tools lint fmt clean bench bench-quick soak bench-callgrind bench-history
+.PHONY: all build run-server run-server-tls run-client test test-cargo test-nc nc openssl test-irc irc-tools test-browser screenshots lint fmt clean bench bench-quick soak bench-callgrind bench-history
 
 all: build
 
@@ -32,8 +34,9 @@ dev/cert.pem: | openssl
 run-client: build
 	./target/release/chat-client --host $(HOST) --port $(PORT) $(ARGS)
 
-## test: every test: cargo's unit and integration tests, the nc sessions, irssi
-test: test-cargo test-nc test-irc
+## test: every test: cargo's unit and integration tests, the nc sessions,
+## irssi, then the chat page in a real (headless) browser
+test: test-cargo test-nc test-irc test-browser
 
 test-cargo:
 	$(CARGO) test --workspace --all-targets
@@ -44,6 +47,18 @@ test-cargo:
 test-nc: nc openssl
 	$(CARGO) build --workspace --all-targets
 	bash tests/nc/run.sh target/debug/chat-server
+
+## test-browser: the browser door (SPEC 8.2) in headless Chromium, as a
+## person would use it; installs Debian's chromium and Python playwright (in
+## target/browser-venv) when missing; screenshots in target/browser-shots/
+test-browser:
+	$(CARGO) build --workspace --all-targets
+	bash tests/browser/install.sh
+	SHOTS=$(SHOTS) target/browser-venv/bin/python tests/browser/test_browser.py target/debug/chat-server
+
+## screenshots: the browser test, saving its screenshots to docs/ (the README's)
+screenshots:
+	$(MAKE) test-browser SHOTS=docs
 
 # nc is not on a fresh machine: install Debian's netcat-openbsd, or explain.
 nc:

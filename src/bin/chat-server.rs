@@ -11,7 +11,8 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use chat::core::chat::ChatConfig;
 use chat::core::limits::{Exempt, LimitsConfig};
 use chat::server::{
-    HistorySettings, IrcDoorConfig, Server, ServerConfig, TlsDoorConfig, raise_fd_limit,
+    HistorySettings, IrcDoorConfig, Server, ServerConfig, TlsDoorConfig, WebDoorConfig,
+    raise_fd_limit,
 };
 use chat::store::accounts::HashParams;
 use chat::store::history::{Commit, HistoryPlace};
@@ -77,6 +78,14 @@ struct Args {
     /// comma-separated CIDRs, or `none`.
     #[arg(long, default_value = "127.0.0.0/8,::1")]
     exempt: Exempt,
+    /// Port of the browser door (SPEC 8.2): the chat page and its WebSocket
+    /// over HTTP on the same host (0 picks a free one). Off unless given.
+    #[arg(long)]
+    web_port: Option<u16>,
+    /// Origins besides the page's own whose pages may open the chat's
+    /// WebSocket: whole `scheme://host[:port]` origins, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    web_origin: Vec<String>,
     /// Threads that hash passwords (default: one less than the cores, at least 1).
     #[arg(long)]
     auth_threads: Option<usize>,
@@ -130,6 +139,9 @@ fn main() -> ExitCode {
     if let Err(e) = simple_logger::SimpleLogger::new()
         .with_utc_timestamps()
         .with_level(args.log_level)
+        // tungstenite logs every WebSocket message's text at trace level:
+        // message text and passwords are never logged (SPEC 4, 9).
+        .with_module_level("tungstenite", args.log_level.min(log::LevelFilter::Debug))
         .init()
     {
         eprintln!("chat-server: cannot start logging: {e}");
@@ -197,6 +209,10 @@ fn run(args: Args) -> Result<(), String> {
         irc: args.irc_port.map(|port| IrcDoorConfig {
             addr: SocketAddr::new(addr.ip(), port),
             ping: Duration::from_secs(args.irc_ping),
+        }),
+        web: args.web_port.map(|port| WebDoorConfig {
+            addr: SocketAddr::new(addr.ip(), port),
+            origins: args.web_origin.clone(),
         }),
     };
     Server::bind(config)?.run()

@@ -16,13 +16,14 @@
 //! the bytes stay in the kernel, and reading resumes when the hash is done.
 //! WRITABLE interest is registered only while output is pending.
 //!
-//! Doors (SPEC section 8): the plain listener always, the TLS listener
-//! when `--tls-cert`/`--tls-key` are given, and the IRC listener with
-//! `--irc-port`. All sit in the one [`Poll`] and feed the one [`Chat`]; a
-//! door only decides a new connection's [`Transport`] and [`Dialect`], so
-//! every limit holds for all alike. A TLS connection enters the core when
-//! it is accepted, like any other (so `--max-clients` and the login timeout
-//! count it), and is closed if its handshake has not finished within
+//! Doors (SPEC section 8): the plain listener always, the TLS listener when
+//! `--tls-cert`/`--tls-key` are given, the IRC listener with `--irc-port`,
+//! and the browser's web listener with `--web-port`. All sit in the one
+//! [`Poll`] and feed the one [`Chat`]; a door only decides a new
+//! connection's [`Transport`] and [`Dialect`], so every limit holds for all
+//! alike. A TLS or browser connection enters the core when it is accepted,
+//! like any other (so `--max-clients` and the login timeout count it), and is
+//! closed if its handshake (or request head) has not finished within
 //! [`HANDSHAKE_TIMEOUT`].
 
 pub mod connection;
@@ -60,6 +61,7 @@ use crate::store::accounts::{AccountFile, AuthWorker, HashParams};
 use crate::store::history::{Commit, HistoryFile, HistoryPlace, HistoryWriter, unix_now};
 use crate::transport::Transport;
 use crate::transport::tls::{self, HANDSHAKE_TIMEOUT, TlsTransport};
+use crate::transport::web::{Site, WebTransport};
 use crate::wire::dialect::{Dialect, Fed, Input};
 use crate::wire::framing::READ_CHUNK;
 use crate::wire::irc::Keepalive;
@@ -70,6 +72,7 @@ const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 const TLS_LISTENER: Token = Token(usize::MAX - 4);
 const IRC_LISTENER: Token = Token(usize::MAX - 5);
+const WEB_LISTENER: Token = Token(usize::MAX - 6);
 
 /// A reader this far behind is disconnected (SPEC section 5).
 pub const MAX_OUTPUT: usize = 1024 * 1024;
@@ -131,6 +134,25 @@ pub struct ServerConfig {
     pub tls: Option<TlsDoorConfig>,
     /// The IRC door (SPEC 8.3), when `--irc-port` is given.
     pub irc: Option<IrcDoorConfig>,
+    /// The browser door, when `--web-port` is given.
+    pub web: Option<WebDoorConfig>,
+}
+
+/// Where the browser door listens and whom it lets in (SPEC section 8.2).
+#[derive(Debug, Clone)]
+pub struct WebDoorConfig {
+    pub addr: SocketAddr,
+    /// Origins besides the page's own that may open the WebSocket
+    /// (`--web-origin`), whole `scheme://host[:port]` strings.
+    pub origins: Vec<String>,
+}
+
+/// The browser door while it is open.
+struct WebDoor {
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    /// The page and the origin rules, shared by every browser connection.
+    site: Arc<Site>,
 }
 
 /// `--history`, `--replay`, `--history-days` (SPEC section 9).
@@ -182,6 +204,7 @@ enum Door {
     Plain,
     Tls,
     Irc,
+    Web,
 }
 
 /// The TLS door while it is open.
@@ -207,6 +230,8 @@ pub struct Server {
     /// The IRC door's listener and address, with `--irc-port`.
     irc_listener: Option<TcpListener>,
     irc_addr: Option<SocketAddr>,
+    /// The browser door, if `--web-port` was given.
+    web: Option<WebDoor>,
     signals: Signals,
     chat: Chat,
     io: Io,
@@ -316,6 +341,22 @@ impl Server {
             }
             None => (None, None),
         };
+        let web = match &config.web {
+            Some(door) => {
+                let (listener, local_addr) =
+                    listen(&poll, door.addr, WEB_LISTENER).map_err(|e| {
+                        format!("web door (--web-port): cannot listen on {}: {e}", door.addr)
+                    })?;
+                Some(WebDoor {
+                    listener: Some(listener),
+                    local_addr,
+                    // With a certificate, the page and its WebSocket are
+                    // served over TLS only: HTTPS and WSS (SPEC 8.2).
+                    site: Arc::new(Site::new(config.lang, tls.is_some(), &door.origins)),
+                })
+            }
+            None => None,
+        };
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| format!("cannot register signals: {e}"))?;
@@ -338,6 +379,7 @@ impl Server {
             handshakes: VecDeque::new(),
             irc_listener,
             irc_addr,
+            web,
             signals,
             chat,
             io: Io {
@@ -384,6 +426,11 @@ impl Server {
         self.irc_addr
     }
 
+    /// The browser door's address, when it is open.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().map(|door| door.local_addr)
+    }
+
     /// Runs until SIGINT or SIGTERM, then flushes for a bounded moment.
     pub fn run(mut self) -> Result<(), String> {
         info!(
@@ -396,6 +443,10 @@ impl Server {
         }
         if let Some(addr) = self.irc_addr {
             info!("IRC listening on {addr}");
+        }
+        if let Some(addr) = self.web_addr() {
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
+            info!("web listening on {addr} ({scheme})");
         }
         let mut events = Events::with_capacity(1024);
         loop {
@@ -418,6 +469,7 @@ impl Server {
                     LISTENER => self.accept(Door::Plain, now),
                     TLS_LISTENER => self.accept(Door::Tls, now),
                     IRC_LISTENER => self.accept(Door::Irc, now),
+                    WEB_LISTENER => self.accept(Door::Web, now),
                     WAKER => self.finish_auth(now),
                     SIGNALS => {
                         if self.on_signals() {
@@ -495,12 +547,23 @@ impl Server {
         .map(|at| at.saturating_duration_since(now))
     }
 
+    /// How a door refuses a connection: the browser door inside TLS, like
+    /// the TLS door, has no handshake to say it in.
+    fn refusal_door(&self, door: Door) -> Door {
+        if door == Door::Web && self.tls.is_some() {
+            Door::Tls
+        } else {
+            door
+        }
+    }
+
     /// The listener of a door, while it is open.
     fn listener(&self, door: Door) -> Option<&TcpListener> {
         match door {
             Door::Plain => self.listener.as_ref(),
             Door::Tls => self.tls.as_ref().and_then(|d| d.listener.as_ref()),
             Door::Irc => self.irc_listener.as_ref(),
+            Door::Web => self.web.as_ref().and_then(|d| d.listener.as_ref()),
         }
     }
 
@@ -559,7 +622,7 @@ impl Server {
                         self.io.conns.len()
                     );
                 }
-                refuse(socket, door, self.config.lang);
+                refuse(socket, self.refusal_door(door), self.config.lang);
                 continue;
             }
             self.refusing = false;
@@ -577,10 +640,28 @@ impl Server {
                         }
                     }
                 }
+                Door::Web => {
+                    let Some(site) = self.web.as_ref().map(|d| Arc::clone(&d.site)) else {
+                        return;
+                    };
+                    let tls = match self.tls.as_ref().map(|d| Arc::clone(&d.config)) {
+                        None => None,
+                        Some(config) => match TlsTransport::new(config) {
+                            Ok(tls) => Some(tls),
+                            Err(e) => {
+                                warn!("{peer}: cannot start TLS: {e}");
+                                continue;
+                            }
+                        },
+                    };
+                    Transport::Web(Box::new(WebTransport::new(site, tls)))
+                }
             };
+            // A browser's WebSocket speaks the line protocol: the same chat
+            // as nc users.
             let dialect = match door {
                 Door::Irc => Dialect::irc(now),
-                Door::Plain | Door::Tls => Dialect::Line,
+                Door::Plain | Door::Tls | Door::Web => Dialect::Line,
             };
             self.open(socket, peer, transport, dialect, now);
         }
@@ -607,7 +688,7 @@ impl Server {
         self.reserve_fd = match accepted {
             Some(Ok((socket, peer))) => {
                 debug!("{peer}: refused, out of descriptors");
-                refuse(socket, door, self.config.lang);
+                refuse(socket, self.refusal_door(door), self.config.lang);
                 open_reserve()
             }
             _ => open_reserve(),
@@ -699,8 +780,9 @@ impl Server {
                 .transport
                 .read(&mut conn.socket, &mut conn.lines, &mut conn.out);
             if conn.pending() != before {
-                // The transport answered by itself (a TLS handshake): that
-                // output counts and is flushed like any other.
+                // The transport answered by itself (a TLS handshake, an HTTP
+                // answer, a pong): that output counts and is flushed like any
+                // other.
                 self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
                 if !conn.queued_flush {
                     conn.queued_flush = true;
@@ -722,9 +804,13 @@ impl Server {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::InvalidData => {
-                    // A failed TLS handshake: its alert is queued; send it,
-                    // then close this connection only.
-                    debug!("{}: TLS failed: {e}", conn.peer);
+                    // The transport's last word is queued (a failed TLS
+                    // handshake's alert, an HTTP answer, a close frame): send
+                    // it, then close this connection only.
+                    match conn.transport {
+                        Transport::Tls(_) => debug!("{}: TLS failed: {e}", conn.peer),
+                        _ => debug!("{}: {e}", conn.peer),
+                    }
                     self.begin_close(key);
                     return;
                 }
@@ -1002,8 +1088,12 @@ impl Server {
                 && conn.transport.is_handshaking()
                 && !matches!(conn.phase, Phase::Closing | Phase::Doomed)
             {
+                let what = match conn.transport {
+                    Transport::Web(_) => "HTTP request head",
+                    _ => "TLS handshake",
+                };
                 debug!(
-                    "{}: TLS handshake not finished within {HANDSHAKE_TIMEOUT:?}, closing",
+                    "{}: {what} not finished within {HANDSHAKE_TIMEOUT:?}, closing",
                     conn.peer
                 );
                 self.drop_conn(id.key());
@@ -1067,6 +1157,7 @@ impl Server {
             self.accept(Door::Plain, now);
             self.accept(Door::Tls, now);
             self.accept(Door::Irc, now);
+            self.accept(Door::Web, now);
         }
     }
 
@@ -1110,11 +1201,17 @@ impl Server {
         if let Some(mut listener) = self.tls.as_mut().and_then(|d| d.listener.take()) {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        // TLS connections say goodbye with close_notify, after what they
-        // were still to be told.
+        if let Some(mut listener) = self.web.as_mut().and_then(|d| d.listener.take()) {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        // TLS connections say goodbye with close_notify, browsers with a
+        // WebSocket close frame (so a page can say so at once), after what
+        // they were still to be told.
         self.io.deliver_batch();
         for (key, conn) in self.io.conns.iter_mut() {
-            if matches!(conn.transport, Transport::Tls(_)) && conn.phase != Phase::Doomed {
+            if matches!(conn.transport, Transport::Tls(_) | Transport::Web(_))
+                && conn.phase != Phase::Doomed
+            {
                 let before = conn.pending();
                 conn.transport.start_close(&mut conn.out);
                 self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
@@ -1127,7 +1224,7 @@ impl Server {
         self.end_turn();
         let deadline = Instant::now() + SHUTDOWN_FLUSH;
         loop {
-            let pending = self.io.conns.iter().any(|(_, c)| c.out.pending() > 0);
+            let pending = self.io.conns.iter().any(|(_, c)| c.pending() > 0);
             let now = Instant::now();
             if !pending || now >= deadline {
                 break;

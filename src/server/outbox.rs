@@ -13,7 +13,7 @@ use super::connection::{Connection, Phase};
 use crate::core::chat::{Audience, AuthJob, ConnId, Event, HistoryDone, HistoryJob, Outbox};
 use crate::store::accounts::AuthWorker;
 use crate::store::history::HistoryWriter;
-use crate::transport::Transport;
+use crate::transport::{Transport, web};
 use crate::wire::dialect::Dialect;
 use crate::wire::protocol::Lang;
 
@@ -166,6 +166,8 @@ impl Io {
             };
             Some(Rc::new(std::mem::replace(rendered, recycled)))
         });
+        // The batch as WebSocket frames, made once if a browser needs it.
+        let mut framed: [Option<Rc<Vec<u8>>>; Dialect::KINDS] = Default::default();
         for &id in &self.batch.audience {
             let Some(conn) = self.conns.get_mut(id.key()) else {
                 continue;
@@ -204,6 +206,20 @@ impl Io {
             } else if conn.out.is_empty() && matches!(conn.transport, Transport::Plain) {
                 conn.out.share(bytes);
                 self.queues.total_output += bytes.len();
+                if !conn.queued_flush {
+                    conn.queued_flush = true;
+                    self.queues.flush.push(id.key());
+                }
+            } else if conn.out.is_empty() && conn.transport.takes_framed() {
+                // Browsers that are caught up share one framing of the
+                // batch, made for the first of them.
+                let framed = framed[kind].get_or_insert_with(|| {
+                    let mut wire = Vec::new();
+                    web::frame_lines(bytes, &mut wire);
+                    Rc::new(wire)
+                });
+                conn.out.share(framed);
+                self.queues.total_output += framed.len();
                 if !conn.queued_flush {
                     conn.queued_flush = true;
                     self.queues.flush.push(id.key());

@@ -20,14 +20,23 @@ use crate::wire::protocol::{Lang, Reply};
 /// and lets it go. Through the TLS door there is no handshake to say it
 /// in: the connection is just closed.
 pub(super) fn refuse(mut socket: TcpStream, door: Door, lang: Lang) {
-    let kind = match door {
+    let text = Reply::ServerFull.text(lang);
+    let answer = match door {
         Door::Tls => return,
-        Door::Plain => 0,
-        Door::Irc => Dialect::IRC,
+        Door::Web => format!(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{text}\n",
+            text.len() + 1
+        )
+        .into_bytes(),
+        Door::Plain | Door::Irc => {
+            let kind = if door == Door::Irc { Dialect::IRC } else { 0 };
+            let mut line = Vec::new();
+            Dialect::render_broadcast(kind, lang, &Event::Reply(Reply::ServerFull), &mut line);
+            line
+        }
     };
-    let mut line = Vec::new();
-    Dialect::render_broadcast(kind, lang, &Event::Reply(Reply::ServerFull), &mut line);
-    let _ = socket.write(&line);
+    let _ = socket.write(&answer);
     let _ = socket.shutdown(Shutdown::Write);
 }
 

@@ -140,6 +140,41 @@ impl TlsTransport {
         lines: &mut LineBuffer,
         out: &mut OutputBuffer,
     ) -> io::Result<usize> {
+        // Straight from rustls's buffer into the line buffer. Ends at
+        // WouldBlock (all taken), Ok(0) (close_notify) or an unexpected end
+        // of stream, which read_tls reports as Ok(0) to the caller.
+        self.read_with(
+            socket,
+            out,
+            |reader| {
+                while let Ok(1..) = lines.read_from(reader) {}
+            },
+        )
+    }
+
+    /// [`read`](Self::read) for a layer above TLS (the browser door's HTTPS
+    /// and WSS): the plaintext is appended to `plain` instead of a line
+    /// buffer.
+    pub fn read_plain(
+        &mut self,
+        socket: &mut impl Read,
+        plain: &mut Vec<u8>,
+        out: &mut OutputBuffer,
+    ) -> io::Result<usize> {
+        // What was read stays in `plain` when the reader would block.
+        self.read_with(socket, out, |reader| {
+            let _ = reader.read_to_end(plain);
+        })
+    }
+
+    /// Reads one chunk of ciphertext and hands the plaintext it completes
+    /// to `take`; see [`read`](Self::read).
+    fn read_with(
+        &mut self,
+        socket: &mut impl Read,
+        out: &mut OutputBuffer,
+        take: impl FnOnce(&mut rustls::Reader<'_>),
+    ) -> io::Result<usize> {
         let n = self.tls.read_tls(socket)?;
         let state = match self.tls.process_new_packets() {
             Ok(state) => state,
@@ -152,10 +187,7 @@ impl TlsTransport {
             }
         };
         if state.plaintext_bytes_to_read() > 0 {
-            // Straight from rustls's buffer into the line buffer. Ends at
-            // WouldBlock (all taken), Ok(0) (close_notify) or an unexpected
-            // end of stream, which read_tls reports as Ok(0) to the caller.
-            while let Ok(1..) = lines.read_from(&mut self.tls.reader()) {}
+            take(&mut self.tls.reader());
         }
         // The handshake may have just completed with replies waiting.
         self.seal(out);
