@@ -169,7 +169,7 @@ fn sasl_plain_logs_in_before_the_welcome() {
     c.send("CAP LS 302");
     c.send("NICK dave");
     c.send("USER dave 0 * :Dave");
-    c.expect(":chat CAP * LS :sasl=PLAIN");
+    c.expect(":chat CAP * LS :sasl=PLAIN server-time");
     c.send("CAP REQ :sasl");
     c.expect(":chat CAP dave ACK :sasl");
     c.send("AUTHENTICATE PLAIN");
@@ -212,7 +212,7 @@ fn wrong_passwords_get_464_and_904_and_count_as_failures() {
     // SASL: 904.
     let mut c = Irc::connect(addr);
     c.send("CAP LS");
-    c.expect(":chat CAP * LS :sasl");
+    c.expect(":chat CAP * LS :sasl server-time");
     c.send("CAP REQ :sasl");
     c.expect(":chat CAP * ACK :sasl");
     c.send("AUTHENTICATE PLAIN");
@@ -506,4 +506,48 @@ fn messages_for_an_offline_user_are_kept_and_replayed_over_irc() {
     assert!(text.ends_with(") see you later"), "{line:?}");
     lena.send("PRIVMSG omar :call me");
     lena.expect(":chat NOTICE lena :Pesan untuk omar disimpan");
+}
+
+/// SPEC 9 over IRC with IRCv3 `server-time`: a kept message carries the
+/// time it was sent as a `@time=` tag, for a client that asked for it.
+#[test]
+fn kept_messages_carry_server_time_for_a_client_that_asked() {
+    let (server, addr) = start(&[]);
+    register(&server, "tess");
+    let mut bob = server.login("bob");
+    bob.send("send-to tess hello from before");
+    bob.expect("Pesan untuk tess disimpan");
+    let mut c = Irc::connect(addr);
+    c.send("CAP LS 302");
+    c.expect(":chat CAP * LS :sasl=PLAIN server-time");
+    c.send("CAP REQ :server-time");
+    c.expect(":chat CAP * ACK :server-time");
+    c.send("PASS pw");
+    c.send("NICK tess");
+    c.send("USER tess 0 * :Tess");
+    c.send("CAP END");
+    c.expect_welcome("tess");
+    c.expect_join("tess", "bob tess");
+    let line = c.line();
+    let (tag, rest) = line.split_once(' ').unwrap_or_default();
+    let time = tag
+        .strip_prefix("@time=")
+        .unwrap_or_else(|| panic!("no server-time tag: {line:?}"));
+    // YYYY-MM-DDThh:mm:ss.sssZ
+    assert_eq!(time.len(), 24, "{time:?}");
+    assert!(
+        time.ends_with(".000Z") && time.as_bytes()[10] == b'T',
+        "{time:?}"
+    );
+    assert!(
+        rest.starts_with(":bob!bob@chat PRIVMSG tess :(") && rest.ends_with(") hello from before"),
+        "{line:?}"
+    );
+    // A client that did not ask gets no tag.
+    register(&server, "ugo");
+    bob.send("send-to ugo hi");
+    bob.expect("Pesan untuk ugo disimpan");
+    let mut plain = Irc::login(addr, "ugo", "bob tess ugo");
+    let line = plain.line();
+    assert!(line.starts_with(":bob!bob@chat PRIVMSG ugo :("), "{line:?}");
 }

@@ -89,6 +89,9 @@ pub struct Irc {
     negotiating: bool,
     /// The client asked for `sasl` and got it.
     sasl_acked: bool,
+    /// The client asked for IRCv3 `server-time`: kept and replayed lines
+    /// carry their time as a `@time=` tag.
+    server_time: bool,
     sasl: Sasl,
     /// `PASS` as given, split into account and password; cleared once used.
     pass: Option<(Option<String>, String)>,
@@ -112,6 +115,7 @@ impl Irc {
             registered: false,
             negotiating: false,
             sasl_acked: false,
+            server_time: false,
             sasl: Sasl::Idle,
             pass: None,
             pending: None,
@@ -367,14 +371,19 @@ impl Irc {
                     .param(1)
                     .is_some_and(|v| v.parse::<u32>().unwrap_or(0) >= 302)
                 {
-                    "sasl=PLAIN"
+                    "sasl=PLAIN server-time"
                 } else {
-                    "sasl"
+                    "sasl server-time"
                 };
                 let _ = write!(self.output, ":{SERVER} CAP {me} LS :{caps}\r\n");
             }
             "LIST" => {
-                let caps = if self.sasl_acked { "sasl" } else { "" };
+                let caps = match (self.sasl_acked, self.server_time) {
+                    (true, true) => "sasl server-time",
+                    (true, false) => "sasl",
+                    (false, true) => "server-time",
+                    (false, false) => "",
+                };
                 let _ = write!(self.output, ":{SERVER} CAP {me} LIST :{caps}\r\n");
             }
             "REQ" => {
@@ -382,16 +391,20 @@ impl Irc {
                     self.negotiating = true;
                 }
                 let asked = render::clip(msg.param(1).unwrap_or(""), 400);
-                let known = asked
-                    .split(' ')
-                    .filter(|c| !c.is_empty())
-                    .all(|c| c.eq_ignore_ascii_case("sasl") || c.eq_ignore_ascii_case("-sasl"));
+                let known = asked.split(' ').filter(|c| !c.is_empty()).all(|c| {
+                    let c = c.strip_prefix('-').unwrap_or(c);
+                    c.eq_ignore_ascii_case("sasl") || c.eq_ignore_ascii_case("server-time")
+                });
                 let verdict = if known && !asked.trim().is_empty() {
                     for c in asked.split(' ') {
-                        if c.eq_ignore_ascii_case("sasl") {
-                            self.sasl_acked = true;
-                        } else if c.eq_ignore_ascii_case("-sasl") {
-                            self.sasl_acked = false;
+                        let (on, name) = match c.strip_prefix('-') {
+                            Some(name) => (false, name),
+                            None => (true, c),
+                        };
+                        if name.eq_ignore_ascii_case("sasl") {
+                            self.sasl_acked = on;
+                        } else if name.eq_ignore_ascii_case("server-time") {
+                            self.server_time = on;
                         }
                     }
                     "ACK"
@@ -708,7 +721,19 @@ impl Irc {
                 let zone = when::local_zone();
                 let text = format!("{} {}", when::marker(r.at, r.now, &zone), r.text);
                 let target = if r.private { me.as_str() } else { CHANNEL };
-                render::privmsg(out, r.from, target, &text);
+                if self.server_time {
+                    // IRCv3 server-time: the client shows the message at
+                    // the time it was sent. A split message repeats it.
+                    let mut line = Vec::new();
+                    render::privmsg(&mut line, r.from, target, &text);
+                    let tag = server_time_tag(r.at);
+                    for piece in line.split_inclusive(|&b| b == b'\n') {
+                        out.extend_from_slice(tag.as_bytes());
+                        out.extend_from_slice(piece);
+                    }
+                } else {
+                    render::privmsg(out, r.from, target, &text);
+                }
             }
             // No IRC form: the line protocol's words, as notices.
             Event::Help | Event::Prompt(_) | Event::Stored(_) | Event::InboxFull(_) => {
@@ -1026,5 +1051,14 @@ mod tests {
         // Any line answers.
         irc.heard(start + every * 2);
         assert_eq!(irc.keepalive(start + every * 2, every), Keepalive::Quiet);
+    }
+}
+
+/// The IRCv3 `server-time` tag for `at` (seconds since the Unix epoch), as
+/// `@time=YYYY-MM-DDThh:mm:ss.sssZ ` in UTC.
+fn server_time_tag(at: i64) -> String {
+    match jiff::Timestamp::from_second(at) {
+        Ok(ts) => format!("@time={} ", ts.strftime("%Y-%m-%dT%H:%M:%S.000Z")),
+        Err(_) => String::new(),
     }
 }
