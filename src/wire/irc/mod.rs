@@ -1001,6 +1001,15 @@ impl<O: Outbox> Outbox for Tap<'_, O> {
     }
 }
 
+/// The IRCv3 `server-time` tag for `at` (seconds since the Unix epoch), as
+/// `@time=YYYY-MM-DDThh:mm:ss.sssZ ` in UTC.
+fn server_time_tag(at: i64) -> String {
+    match jiff::Timestamp::from_second(at) {
+        Ok(ts) => format!("@time={} ", ts.strftime("%Y-%m-%dT%H:%M:%S.000Z")),
+        Err(_) => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1051,14 +1060,5 @@ mod tests {
         // Any line answers.
         irc.heard(start + every * 2);
         assert_eq!(irc.keepalive(start + every * 2, every), Keepalive::Quiet);
-    }
-}
-
-/// The IRCv3 `server-time` tag for `at` (seconds since the Unix epoch), as
-/// `@time=YYYY-MM-DDThh:mm:ss.sssZ ` in UTC.
-fn server_time_tag(at: i64) -> String {
-    match jiff::Timestamp::from_second(at) {
-        Ok(ts) => format!("@time={} ", ts.strftime("%Y-%m-%dT%H:%M:%S.000Z")),
-        Err(_) => String::new(),
     }
 }
