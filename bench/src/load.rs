@@ -1,5 +1,6 @@
 //! The load generator: one thread, one mio `Poll`, many client sockets with
-//! `TCP_NODELAY`, speaking our protocol, the floor's (raw lines) or IRC.
+//! `TCP_NODELAY`, speaking our protocol, the floor's (raw lines) or IRC, or
+//! our protocol inside a WebSocket (the browser door).
 //!
 //! Every benchmark message carries its send time on one monotonic clock (ns
 //! since the generator started), the sender, a sequence number and a phase:
@@ -37,6 +38,51 @@ pub enum Proto {
     /// Our IRC door: NICK/USER, then NickServ REGISTER and IDENTIFY (a
     /// login joins `#chat`, the one channel), PRIVMSG.
     IrcDoor,
+    /// Our protocol through the browser door: an HTTP upgrade, then each
+    /// line one WebSocket text message (masked, as a browser sends them).
+    Ws,
+}
+
+/// The upgrade request a browser would send (RFC 6455's sample key).
+const WS_UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Version: 13\r\n\r\n";
+
+/// Appends each `\n`-terminated line of `bytes` as one masked text frame
+/// without its `\n`. The mask is fixed: the server unmasks any.
+fn push_ws_frames(out: &mut Vec<u8>, bytes: &[u8]) {
+    const MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x09];
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        out.push(0x81);
+        match line.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n.min(65535) as u16).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&MASK);
+        out.extend(line.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    }
+}
+
+/// Splits the start of `buf` into the next server frame: (opcode, payload
+/// range, bytes used), or `None` until the whole frame is there.
+fn next_ws_frame(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>, usize)> {
+    let (&b0, &b1) = (buf.first()?, buf.get(1)?);
+    let (len, at) = match b1 & 0x7f {
+        126 => (
+            usize::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])),
+            4,
+        ),
+        127 => (
+            usize::try_from(u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?)).ok()?,
+            10,
+        ),
+        n => (usize::from(n), 2),
+    };
+    (buf.len() >= at + len).then_some((b0 & 0x0f, at..at + len, at + len))
 }
 
 /// Our IRC door's one channel: everyone logged in.
@@ -64,6 +110,8 @@ struct Client {
     after_welcome: Vec<u8>,
     /// The client side of TLS when the generator speaks through the TLS door.
     tls: Option<Box<rustls::ClientConnection>>,
+    /// Ws: the server's `101` head has been read.
+    upgraded: bool,
 }
 
 /// Where a message goes.
@@ -333,6 +381,11 @@ impl Gen {
                     wbuf.extend_from_slice(format!("regist {name} {PASSWORD}\n").as_bytes());
                     State::Regist
                 }
+                Proto::Ws => {
+                    wbuf.extend_from_slice(WS_UPGRADE);
+                    push_ws_frames(&mut wbuf, format!("regist {name} {PASSWORD}\n").as_bytes());
+                    State::Regist
+                }
                 // The floor greets each connection it accepts.
                 Proto::Floor => State::Waiting,
                 Proto::IrcDoor => {
@@ -371,6 +424,7 @@ impl Gen {
                 state,
                 after_welcome,
                 tls,
+                upgraded: false,
             };
             self.poll
                 .registry()
@@ -505,7 +559,11 @@ impl Gen {
     /// Queues bytes for a client and writes what the socket takes now.
     fn send_raw(&mut self, idx: usize, bytes: &[u8]) {
         if let Some(c) = self.clients.get_mut(idx) {
-            c.wbuf.extend_from_slice(bytes);
+            if self.proto == Proto::Ws {
+                push_ws_frames(&mut c.wbuf, bytes);
+            } else {
+                c.wbuf.extend_from_slice(bytes);
+            }
             self.flush(idx);
         }
     }
@@ -539,7 +597,39 @@ impl Gen {
         let mut rbuf = std::mem::take(&mut c.rbuf);
         let mut start = 0;
         let now = Instant::now();
-        while let Some(nl) = rbuf[start..].iter().position(|&b| b == b'\n') {
+        if self.proto == Proto::Ws {
+            if !c.upgraded {
+                match rbuf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    Some(end) if rbuf.starts_with(b"HTTP/1.1 101") => {
+                        c.upgraded = true;
+                        start = end + 4;
+                    }
+                    Some(_) => {
+                        eprintln!(
+                            "chat-bench: {}: upgrade refused: {}",
+                            c.name,
+                            String::from_utf8_lossy(&rbuf[..rbuf.len().min(80)])
+                        );
+                        closed = true;
+                        start = rbuf.len();
+                    }
+                    None => {}
+                }
+            }
+            // Each text message is one line.
+            while let Some((opcode, payload, used)) = next_ws_frame(&rbuf[start..]) {
+                let at = start;
+                start += used;
+                match opcode {
+                    1 => self.on_line(idx, &rbuf[at + payload.start..at + payload.end], now),
+                    8 => closed = true,
+                    _ => {}
+                }
+            }
+        }
+        while self.proto != Proto::Ws
+            && let Some(nl) = rbuf[start..].iter().position(|&b| b == b'\n')
+        {
             let end = start + nl;
             let line = &rbuf[start..end];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -570,7 +660,7 @@ impl Gen {
             return;
         }
         match self.proto {
-            Proto::Chat => self.on_chat_line(idx, line),
+            Proto::Chat | Proto::Ws => self.on_chat_line(idx, line),
             Proto::Irc => self.on_irc_line(idx, line),
             Proto::IrcDoor => self.on_door_line(idx, line),
             Proto::Floor => {
@@ -801,7 +891,7 @@ impl Gen {
         let to_name =
             |g: &Self, i: usize| g.clients.get(i).map(|c| c.name.clone()).unwrap_or_default();
         match (self.proto, dest) {
-            (Proto::Chat, Dest::To(i)) => {
+            (Proto::Chat | Proto::Ws, Dest::To(i)) => {
                 line.extend_from_slice(b"send-to ");
                 line.extend_from_slice(to_name(self, i).as_bytes());
                 line.push(b' ');

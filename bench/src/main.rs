@@ -73,8 +73,9 @@ struct RunArgs {
     #[arg(long, default_value = "fanout,connections,storm,flood,tls")]
     scenarios: String,
     /// Servers, comma-separated: floor, ours, ours-irc (ours through its
-    /// IRC door, on ngircd's workload), ngircd.
-    #[arg(long, default_value = "floor,ours,ours-irc,ngircd,inspircd")]
+    /// IRC door, on ngircd's workload), ours-ws (ours through the browser
+    /// door's WebSocket), ngircd, inspircd.
+    #[arg(long, default_value = "floor,ours,ours-irc,ours-ws,ngircd,inspircd")]
     servers: String,
     /// Where JSON lines, the table and the chart go.
     #[arg(long, default_value = "bench/results")]
@@ -241,7 +242,11 @@ fn run(args: RunArgs) -> Result<(), String> {
         exe.parent()
             .map_or_else(|| PathBuf::from("chat-server"), |d| d.join("chat-server"))
     });
-    if !chat_server.is_file() && (kinds.contains(&Kind::Ours) || kinds.contains(&Kind::OursIrc)) {
+    if !chat_server.is_file()
+        && (kinds.contains(&Kind::Ours)
+            || kinds.contains(&Kind::OursIrc)
+            || kinds.contains(&Kind::OursWs))
+    {
         return Err(format!(
             "{} not found: build it first (cargo build --release --bins)",
             chat_server.display()

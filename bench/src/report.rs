@@ -13,6 +13,11 @@ use crate::scenarios::FloodCase;
 
 pub const SERVERS: [&str; 5] = ["floor", "ours", "ours-irc", "ngircd", "inspircd"];
 
+/// Every server a run may measure: [`SERVERS`] (charted) and ours through
+/// the browser door (`ours-ws`: the same server, WebSocket clients), which
+/// the table compares with ours.
+const MEASURED: [&str; 6] = ["floor", "ours", "ours-irc", "ours-ws", "ngircd", "inspircd"];
+
 /// The figures shown per scenario, in order, with their unit.
 fn metrics(scenario: &str) -> &'static [(&'static str, &'static str)] {
     match scenario {
@@ -92,7 +97,7 @@ pub fn summarize(records: &[Value]) -> Vec<Row> {
         for &(metric, label) in metrics(&scenario) {
             let mut values = BTreeMap::new();
             let mut reps = 0;
-            for server in SERVERS {
+            for server in MEASURED {
                 let samples: Vec<f64> = records
                     .iter()
                     .filter(|r| {
@@ -218,6 +223,15 @@ pub fn targets(
             );
         }
     }
+    for &c in plan_clients {
+        let row = find(rows, "fanout", &format!("C={c} max"), "cpu_ms_per_1000");
+        let r = row.and_then(|r| r.ratio("ours-ws", "ours"));
+        add(
+            format!("CPU per delivery at max rate, C={c}: WebSocket <= 1.3x plain TCP"),
+            r.map_or("-".into(), |r| format!("ours-ws/ours = {r:.3}")),
+            r.map(|r| r <= 1.3),
+        );
+    }
     let row = find(rows, "fanout", "C=1000 100k/s", "p99_ms");
     let (rn, rf) = (
         row.and_then(|r| r.ratio("ours", "ngircd")),
@@ -235,6 +249,12 @@ pub fn targets(
         format!("RSS per logged-in connection at {conns} connections < 1 KiB"),
         v.map_or("-".into(), |v| format!("{v:.0} bytes")),
         v.map(|v| v < 1024.0),
+    );
+    let v = row.and_then(|r| r.values.get("ours-ws").copied());
+    add(
+        format!("RSS per idle WebSocket connection at {conns} connections (no goal)"),
+        v.map_or("-".into(), |v| format!("{v:.0} bytes")),
+        None,
     );
     let row = find(rows, "connections", &case, "broadcast_ms");
     let r = row.and_then(|r| r.ratio("ours", "floor"));
@@ -339,14 +359,14 @@ pub fn markdown(rows: &[Row], flood: &[FloodRow], targets: &[Value], header: &st
     s.push('\n');
     if !rows.is_empty() {
         s.push_str(
-            "\n| scenario | case | figure | floor | ours | ours-irc | ngircd | inspircd | ours/ngircd | ours-irc/ngircd | ours-irc/inspircd | ours/floor |\n",
+            "\n| scenario | case | figure | floor | ours | ours-irc | ngircd | inspircd | ours/ngircd | ours-irc/ngircd | ours-irc/inspircd | ours/floor | ours-ws | ws/ours |\n",
         );
-        s.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     }
     for r in rows {
         let get = |k: &str| r.values.get(k).copied();
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.scenario,
             r.case,
             r.label,
@@ -359,6 +379,8 @@ pub fn markdown(rows: &[Row], flood: &[FloodRow], targets: &[Value], header: &st
             fmt(r.ratio("ours-irc", "ngircd")),
             fmt(r.ratio("ours-irc", "inspircd")),
             fmt(r.ratio("ours", "floor")),
+            fmt(get("ours-ws")),
+            fmt(r.ratio("ours-ws", "ours")),
         ));
     }
     if !flood.is_empty() {

@@ -20,6 +20,8 @@ pub enum Kind {
     Ours,
     /// Ours, driven through its IRC door: the same IRC workload as ngircd.
     OursIrc,
+    /// Ours through the browser door: the same server, WebSocket clients.
+    OursWs,
     Ngircd,
     Inspircd,
 }
@@ -30,6 +32,7 @@ impl Kind {
             Kind::Floor => "floor",
             Kind::Ours => "ours",
             Kind::OursIrc => "ours-irc",
+            Kind::OursWs => "ours-ws",
             Kind::Ngircd => "ngircd",
             Kind::Inspircd => "inspircd",
         }
@@ -40,6 +43,7 @@ impl Kind {
             "floor" => Some(Kind::Floor),
             "ours" => Some(Kind::Ours),
             "ours-irc" => Some(Kind::OursIrc),
+            "ours-ws" => Some(Kind::OursWs),
             "ngircd" => Some(Kind::Ngircd),
             "inspircd" => Some(Kind::Inspircd),
             _ => None,
@@ -51,6 +55,7 @@ impl Kind {
             Kind::Floor => Proto::Floor,
             Kind::Ours => Proto::Chat,
             Kind::OursIrc => Proto::IrcDoor,
+            Kind::OursWs => Proto::Ws,
             Kind::Ngircd | Kind::Inspircd => Proto::Irc,
         }
     }
@@ -138,12 +143,12 @@ impl Launch {
                 self.chat_bench.clone(),
                 vec!["floor".into(), "--port".into(), port.to_string()],
             ),
-            Kind::Ours | Kind::OursIrc => {
+            Kind::Ours | Kind::OursIrc | Kind::OursWs => {
                 let mut args = vec![
                     "--port".into(),
-                    if kind == Kind::OursIrc {
+                    if kind == Kind::OursIrc || kind == Kind::OursWs {
                         // The line door on another port; the load goes to
-                        // the IRC door, on `addr`.
+                        // the IRC or the web door, on `addr`.
                         free_port()?.to_string()
                     } else {
                         port.to_string()
@@ -164,6 +169,10 @@ impl Launch {
                 if let Some(h) = opts.hash_params {
                     args.push("--hash-params".into());
                     args.push(h.into());
+                }
+                if kind == Kind::OursWs {
+                    args.push("--web-port".into());
+                    args.push(port.to_string());
                 }
                 args.extend(opts.ours_flags.iter().map(|f| f.to_string()));
                 if kind == Kind::OursIrc {
