@@ -925,7 +925,11 @@ impl Gen {
             b"\n"
         });
         if let Some(c) = self.clients.get_mut(from) {
-            c.wbuf.extend_from_slice(&line);
+            if self.proto == Proto::Ws {
+                push_ws_frames(&mut c.wbuf, &line);
+            } else {
+                c.wbuf.extend_from_slice(&line);
+            }
         }
         self.line = line;
     }
