@@ -68,18 +68,7 @@ impl AccountFile {
             line,
             reason,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| fail(None, e.to_string()))?;
-        try_lock(&file).map_err(|reason| fail(None, reason))?;
-        make_private(&file, path).map_err(|e| fail(None, e))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| fail(None, e.to_string()))?;
+        let (file, bytes) = open_store_file(path).map_err(|e| fail(None, e))?;
         let parsed = parse_accounts(&bytes).map_err(|bad| fail(Some(bad.line), bad.reason))?;
         let mut counts = ParamCounts::default();
         for account in &parsed.accounts {
@@ -171,6 +160,24 @@ impl AccountFile {
 /// Makes a file that group or others may read or write private (0600), with a
 /// warning: password hashes are for this server only, and an offline guess
 /// at a weak password needs nothing more than the hash.
+/// Opens a store file the way every store file is opened: created with mode
+/// 0600 and for appending, locked against a second server, made private if
+/// others could read it, and read whole, before anything is written.
+pub(crate) fn open_store_file(path: &Path) -> Result<(File, Vec<u8>), String> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    try_lock(&file)?;
+    make_private(&file, path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    Ok((file, bytes))
+}
+
 pub(crate) fn make_private(file: &File, path: &Path) -> Result<(), String> {
     let mode = file
         .metadata()

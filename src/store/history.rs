@@ -16,7 +16,7 @@
 //! older than `--history-days`. Message text is never logged.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{error, info, warn};
 
-use super::accounts::{LoadError, make_private, sync_parent_dir};
+use super::accounts::{LoadError, open_store_file, sync_parent_dir};
 use super::history_parse::{HEADER, Live, Record, parse_history, push_line};
 use super::lock::try_lock;
 use crate::core::history::{HistoryDone, HistoryJob, Loaded};
@@ -97,18 +97,7 @@ impl HistoryFile {
             line,
             reason,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| fail(None, e.to_string()))?;
-        try_lock(&file).map_err(|reason| fail(None, reason))?;
-        make_private(&file, path).map_err(|e| fail(None, e))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| fail(None, e.to_string()))?;
+        let (file, bytes) = open_store_file(path).map_err(|e| fail(None, e))?;
         let parsed = parse_history(&bytes).map_err(|bad| fail(Some(bad.line), bad.reason))?;
         let mut live = Live::new(keep_broadcasts);
         for record in parsed.records {
