@@ -75,3 +75,44 @@ fn senders_in_one_turn_never_hear_themselves_and_everyone_hears_the_rest_in_orde
     a.expect_silence(std::time::Duration::from_millis(100));
     b.expect_silence(std::time::Duration::from_millis(100));
 }
+
+/// Readers of a large audience are written a slice per poll turn (so that
+/// private lines are not held up behind a whole broadcast). Whatever slice a
+/// reader falls in, and however often it is written ahead because the next
+/// broadcast came before its slice did, it hears every broadcast once, in
+/// order, with private lines where they were sent.
+#[test]
+fn readers_of_a_large_audience_hear_every_broadcast_in_order_with_private_lines_between() {
+    const READERS: usize = 150;
+    const LINES: usize = 40;
+    let server = Server::start(&["--flood-rate", "0"]);
+    let mut sender = server.login("sender");
+    let mut readers: Vec<Client> = (0..READERS)
+        .map(|i| server.login(&format!("reader{i}")))
+        .collect();
+    // Everything in one write, so broadcasts follow each other faster than
+    // the slices go round; every tenth line a private line to the first,
+    // a middle and the last reader cuts in.
+    let picked = [0, READERS / 2, READERS - 1];
+    let mut script = String::new();
+    for i in 0..LINES {
+        script.push_str(&format!("line {i}\n"));
+        if i % 10 == 3 {
+            for &r in &picked {
+                script.push_str(&format!("send-to reader{r} psst {i}\n"));
+            }
+        }
+    }
+    sender.send_raw(script.as_bytes());
+    for (r, reader) in readers.iter_mut().enumerate() {
+        for i in 0..LINES {
+            reader.expect(&format!("[sender] line {i}"));
+            if i % 10 == 3 && picked.contains(&r) {
+                reader.expect(&format!("Pesan pribadi dari [sender] psst {i}"));
+            }
+        }
+    }
+    for &r in &picked {
+        readers[r].expect_silence(std::time::Duration::from_millis(50));
+    }
+}

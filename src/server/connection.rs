@@ -50,6 +50,8 @@ pub struct Connection {
     pub out: OutputBuffer,
     /// On the loop's list of connections to flush at the end of this turn.
     pub queued_flush: bool,
+    /// On the loop's list of broadcast readers written a slice per turn.
+    pub queued_fanout: bool,
     /// On the loop's list of connections to read again next turn (its read
     /// budget ran out with input left).
     pub queued_read: bool,
@@ -85,6 +87,7 @@ impl Connection {
             lines: LineBuffer::new(),
             out: OutputBuffer::default(),
             queued_flush: false,
+            queued_fanout: false,
             queued_read: false,
             writable_interest: false,
             sent_in_batch: false,

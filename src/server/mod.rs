@@ -6,9 +6,16 @@
 //! [`crate::core::chat`]) and the core's [`Event`]s into bytes: each
 //! connection's dialect renders them ([`crate::wire::dialect`]) and its
 //! transport encodes them ([`crate::transport`]) into its own
-//! [`OutputBuffer`], written once per poll turn. A broadcast to a thousand
-//! readers is rendered once and costs one `write` per reader per turn, not per
-//! message.
+//! [`OutputBuffer`]. A broadcast to a thousand readers is rendered once and
+//! costs one `write` per reader, not per message.
+//!
+//! Replies and private lines are written at the end of the turn that made
+//! them. Broadcasts are written to a slice of their readers per turn
+//! (`FANOUT_FLUSHES_PER_TURN`), with a zero-timeout poll between slices, so
+//! a private line waits behind one slice of a broadcast, not behind all of
+//! it (the flood scenario of `chat-bench`). A reader still waiting for one
+//! broadcast when the next is delivered is written first, so broadcasts
+//! never outrun the writing, whatever rate the senders keep up.
 //!
 //! mio is edge-triggered: every readable socket is read until `WouldBlock`
 //! (in 4096-byte chunks, at most [`READ_BUDGET`] per turn), except while the
@@ -31,7 +38,7 @@ mod outbox;
 pub mod output;
 mod sockets;
 
-use self::outbox::{Batch, Io, Queues, queue, shed};
+use self::outbox::{Batch, FANOUT_FLUSHES_PER_TURN, Io, Queues, queue, shed};
 pub use self::sockets::raise_fd_limit;
 use self::sockets::{
     listen, open_reserve, out_of_descriptors, refuse, release_free_memory, reregister,
@@ -451,7 +458,7 @@ impl Server {
         let mut events = Events::with_capacity(1024);
         loop {
             self.handshakes_this_turn = 0;
-            let timeout = if self.io.queues.unread.is_empty() {
+            let timeout = if self.io.queues.unread.is_empty() && self.io.queues.fanout.is_empty() {
                 self.next_timeout(Instant::now())
             } else {
                 Some(Duration::ZERO)
@@ -784,10 +791,7 @@ impl Server {
                 // answer, a pong): that output counts and is flushed like any
                 // other.
                 self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
-                if !conn.queued_flush {
-                    conn.queued_flush = true;
-                    self.io.queues.flush.push(key);
-                }
+                self.io.queues.flush_this_turn(key, conn);
             }
             match result {
                 Ok(0) => conn.peer_eof = true,
@@ -929,10 +933,7 @@ impl Server {
         let before = conn.pending();
         conn.transport.start_close(&mut conn.out);
         self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
-        if !conn.queued_flush {
-            conn.queued_flush = true;
-            self.io.queues.flush.push(key);
-        }
+        self.io.queues.flush_this_turn(key, conn);
         let now = Instant::now();
         self.lingering.push_back((now + LINGER, id));
         self.chat.disconnect(id, now, &mut self.io);
@@ -1161,8 +1162,22 @@ impl Server {
         }
     }
 
-    /// Drops overflowed connections and writes out this turn's output.
+    /// Writes the turn's output: the replies and private lines first (small,
+    /// and someone is waiting for each), then the turn's broadcasts to one
+    /// slice of their readers ([`FANOUT_FLUSHES_PER_TURN`]); the rest of
+    /// them are written over the next turns, between which the loop reads
+    /// and answers again.
     fn end_turn(&mut self) {
+        self.write_flush_list();
+        self.flush_this_turn();
+        self.flush_fanout(FANOUT_FLUSHES_PER_TURN);
+        // Writing can drop a reader, and its going offline is news to others.
+        self.flush_this_turn();
+    }
+
+    /// Delivers the gathered broadcasts, drops the doomed and writes every
+    /// connection on this turn's flush list.
+    fn flush_this_turn(&mut self) {
         self.io.deliver_batch();
         // Dropping a connection can queue OFFLINE notices that overflow
         // another, so loop until both lists are empty.
@@ -1178,14 +1193,42 @@ impl Server {
                 }
             }
             self.io.deliver_batch();
-            let flush = std::mem::take(&mut self.io.queues.flush);
-            for &key in &flush {
-                self.flush(key);
+            self.write_flush_list();
+        }
+    }
+
+    /// Writes every connection on this turn's flush list.
+    fn write_flush_list(&mut self) {
+        let flush = std::mem::take(&mut self.io.queues.flush);
+        for &key in &flush {
+            self.flush(key);
+        }
+        // Keep the list's allocation for the next turn.
+        if self.io.queues.flush.is_empty() {
+            self.io.queues.flush = flush;
+            self.io.queues.flush.clear();
+        }
+    }
+
+    /// Writes up to `slice` of the readers waiting for broadcasts, oldest
+    /// first. One that was written meanwhile (a reply to it carried its
+    /// broadcasts along) costs nothing here.
+    fn flush_fanout(&mut self, slice: usize) {
+        let mut written = 0;
+        while written < slice {
+            let Some(key) = self.io.queues.fanout.pop_front() else {
+                break;
+            };
+            let Some(conn) = self.io.conns.get_mut(key) else {
+                continue;
+            };
+            if !conn.queued_fanout {
+                continue;
             }
-            // Keep the list's allocation for the next turn.
-            if self.io.queues.flush.is_empty() {
-                self.io.queues.flush = flush;
-                self.io.queues.flush.clear();
+            conn.queued_fanout = false;
+            if conn.pending() > 0 {
+                self.flush(key);
+                written += 1;
             }
         }
     }
@@ -1215,13 +1258,12 @@ impl Server {
                 let before = conn.pending();
                 conn.transport.start_close(&mut conn.out);
                 self.io.queues.total_output = self.io.queues.total_output - before + conn.pending();
-                if !conn.queued_flush {
-                    conn.queued_flush = true;
-                    self.io.queues.flush.push(key);
-                }
+                self.io.queues.flush_this_turn(key, conn);
             }
         }
-        self.end_turn();
+        self.flush_this_turn();
+        self.flush_fanout(usize::MAX);
+        self.flush_this_turn();
         let deadline = Instant::now() + SHUTDOWN_FLUSH;
         loop {
             let pending = self.io.conns.iter().any(|(_, c)| c.pending() > 0);

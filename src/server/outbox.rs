@@ -2,6 +2,7 @@
 //! per-turn [`Batch`] of broadcasts, and the output accounting (the 1 MiB
 //! rule per reader, `--max-output-mb` for all).
 
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::rc::Rc;
 
@@ -20,8 +21,14 @@ use crate::wire::protocol::Lang;
 /// Lists of connections the turn must come back to, and the output totals.
 #[derive(Debug, Default)]
 pub(super) struct Queues {
-    /// Connections with output to flush at the end of this turn.
+    /// Connections with output to flush at the end of this turn: replies,
+    /// private lines, closes.
     pub(super) flush: Vec<usize>,
+    /// Connections with broadcast output only, flushed a slice per turn
+    /// ([`FANOUT_FLUSHES_PER_TURN`]) so that one broadcast to thousands of
+    /// readers does not hold up everyone else's replies for its whole
+    /// length: the loop reads and answers between slices.
+    pub(super) fanout: VecDeque<usize>,
     /// Connections over an output limit, to drop at the end of this turn.
     pub(super) doomed: Vec<usize>,
     /// Connections that used up their read budget with input left.
@@ -74,61 +81,113 @@ pub(super) struct Batch {
     /// Each message's sender, and where the message lies in each kind's
     /// rendering: the sender's copy leaves it out.
     pub(super) senders: Vec<(ConnId, [Range<usize>; Dialect::KINDS])>,
-    /// The shared renderings of the last batch: once every reader has
-    /// written them, their allocations serve the next batch.
-    pub(super) spent: [Option<Rc<Vec<u8>>>; Dialect::KINDS],
+    /// The shared renderings of the last few batches, newest last: once
+    /// every reader has written one, its allocation serves a new batch.
+    /// Several, because readers are written a slice per turn and may still
+    /// hold the last one or two.
+    pub(super) spent: [Vec<Rc<Vec<u8>>>; Dialect::KINDS],
 }
+
+/// How many spent renderings per dialect kind are kept for reuse.
+const SPENT_KEPT: usize = 4;
 
 /// Past this many bytes, a batch is delivered at once: it bounds the memory
 /// a batch holds and how late its first line is.
 pub(super) const MAX_BATCH: usize = 64 * 1024;
 
-/// Queues one rendered message for `conn`, enforcing the per-reader limit.
-/// The hot path of every delivery: kept small so it inlines into the loops.
+/// How many connections with only broadcast output are written per turn.
+/// A loopback `write` that wakes a reader costs a few microseconds, so a
+/// slice is a few hundred microseconds: that, not a whole broadcast to
+/// thousands, is how long a private line can wait behind a broadcast. Big
+/// enough that a fan-out at full rate still writes many lines per `write`.
+pub(super) const FANOUT_FLUSHES_PER_TURN: usize = 16;
+
+/// Queues one rendered message for `conn`, enforcing the per-reader limit,
+/// and puts it on this turn's flush list.
 #[inline(always)]
 pub(super) fn queue(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) {
-    if conn.pending() + message.len() > MAX_OUTPUT {
-        queue_behind(key, conn, message, queues);
-        return;
+    if enqueue(key, conn, message, queues) {
+        queues.flush_this_turn(key, conn);
     }
-    append(key, conn, message, queues);
 }
 
-/// Encodes `message` into `conn`'s output and puts it on the flush list.
+/// Queues one rendered message for `conn`, enforcing the per-reader limit;
+/// false if that doomed the reader. The hot path of every delivery: kept
+/// small so it inlines into the loops.
 #[inline(always)]
-pub(super) fn append(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) {
+pub(super) fn enqueue(
+    key: usize,
+    conn: &mut Connection,
+    message: &[u8],
+    queues: &mut Queues,
+) -> bool {
+    if conn.pending() + message.len() > MAX_OUTPUT {
+        return enqueue_behind(key, conn, message, queues);
+    }
+    encode(conn, message, queues);
+    true
+}
+
+/// Encodes `message` into `conn`'s output.
+#[inline(always)]
+fn encode(conn: &mut Connection, message: &[u8], queues: &mut Queues) {
     // A transport's `encode` adds exactly `message.len()` to what is
     // pending (see `Transport::encode`).
     conn.transport.encode(message, &mut conn.out);
     queues.total_output += message.len();
-    if !conn.queued_flush {
-        conn.queued_flush = true;
-        queues.flush.push(key);
-    }
 }
 
-/// [`queue`] for a reader with nearly 1 MiB pending: one write attempt,
-/// then it is either queued or doomed.
-#[cold]
+/// One write of what `conn` has pending, outside the turn's flushing. A
+/// write error shows again, and is handled, when the connection is flushed.
 #[inline(never)]
-pub(super) fn queue_behind(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) {
-    // Only a reader that cannot take what is already pending is behind; one
-    // that reads has had no chance yet this turn. A write error shows again,
-    // and is handled, when the turn flushes.
+fn write_ahead(conn: &mut Connection, queues: &mut Queues) {
     // Sealing can grow what is pending (TLS record headers and tags), so
     // account by the difference, not by the bytes written.
     let before = conn.pending();
     let _ = conn.transport.write(&mut conn.socket, &mut conn.out);
     queues.total_output = queues.total_output - before + conn.pending();
+}
+
+impl Queues {
+    /// Puts `conn` on the list flushed in full at the end of this turn.
+    #[inline(always)]
+    pub(super) fn flush_this_turn(&mut self, key: usize, conn: &mut Connection) {
+        if !conn.queued_flush {
+            conn.queued_flush = true;
+            self.flush.push(key);
+        }
+    }
+
+    /// Puts `conn` on the list of broadcast readers written a slice per
+    /// turn.
+    #[inline(always)]
+    pub(super) fn flush_in_turn(&mut self, key: usize, conn: &mut Connection) {
+        if !conn.queued_fanout {
+            conn.queued_fanout = true;
+            self.fanout.push_back(key);
+        }
+    }
+}
+
+/// [`enqueue`] for a reader with nearly 1 MiB pending: one write attempt,
+/// then it is either queued or doomed.
+#[cold]
+#[inline(never)]
+fn enqueue_behind(key: usize, conn: &mut Connection, message: &[u8], queues: &mut Queues) -> bool {
+    // Only a reader that cannot take what is already pending is behind; one
+    // that reads has had no chance yet this turn. A write error shows again,
+    // and is handled, when the turn flushes.
+    write_ahead(conn, queues);
     if conn.pending() + message.len() > MAX_OUTPUT {
         warn!(
             "{}: more than {MAX_OUTPUT} bytes of output pending, disconnecting a reader that is too slow",
             conn.peer
         );
         doom(key, conn, queues);
-        return;
+        return false;
     }
-    append(key, conn, message, queues);
+    encode(conn, message, queues);
+    true
 }
 
 /// Marks a connection to be dropped at the end of the turn; its output no
@@ -157,12 +216,14 @@ impl Io {
             if rendered.is_empty() {
                 return None;
             }
-            let recycled = match self.batch.spent[kind].take().map(Rc::try_unwrap) {
-                Some(Ok(mut bytes)) => {
+            let spent = &mut self.batch.spent[kind];
+            let recycled = match spent.iter().position(|b| Rc::strong_count(b) == 1) {
+                Some(i) => {
+                    let mut bytes = Rc::try_unwrap(spent.remove(i)).unwrap_or_default();
                     bytes.clear();
                     bytes
                 }
-                _ => Vec::new(),
+                None => Vec::with_capacity(rendered.capacity()),
             };
             Some(Rc::new(std::mem::replace(rendered, recycled)))
         });
@@ -179,7 +240,15 @@ impl Io {
             let Some(bytes) = &shared[kind] else {
                 continue;
             };
-            if conn.sent_in_batch {
+            let key = id.key();
+            if conn.queued_fanout && conn.pending() > 0 {
+                // Still waiting for an earlier batch (readers are written
+                // a slice per turn): written first, so broadcasts cannot
+                // outrun the writing, and a reader that takes it all
+                // shares this batch instead of copying it.
+                write_ahead(conn, &mut self.queues);
+            }
+            let queued = if conn.sent_in_batch {
                 conn.sent_in_batch = false;
                 let own_run = own_run(kind, id, &self.batch.senders);
                 if let Some(run) = own_run
@@ -192,24 +261,17 @@ impl Io {
                     conn.out.share_part(bytes, 0..run.start);
                     self.queues.total_output += run.start;
                     if run.end < bytes.len() {
-                        append(id.key(), conn, &bytes[run.end..], &mut self.queues);
-                    } else if run.start > 0 && !conn.queued_flush {
-                        conn.queued_flush = true;
-                        self.queues.flush.push(id.key());
+                        encode(conn, &bytes[run.end..], &mut self.queues);
                     }
+                    conn.out.pending() > 0
                 } else {
                     let own = without_own_lines(bytes, kind, id, &self.batch.senders);
-                    if !own.is_empty() {
-                        queue(id.key(), conn, &own, &mut self.queues);
-                    }
+                    !own.is_empty() && enqueue(key, conn, &own, &mut self.queues)
                 }
             } else if conn.out.is_empty() && matches!(conn.transport, Transport::Plain) {
                 conn.out.share(bytes);
                 self.queues.total_output += bytes.len();
-                if !conn.queued_flush {
-                    conn.queued_flush = true;
-                    self.queues.flush.push(id.key());
-                }
+                true
             } else if conn.out.is_empty() && conn.transport.takes_framed() {
                 // Browsers that are caught up share one framing of the
                 // batch, made for the first of them.
@@ -220,18 +282,26 @@ impl Io {
                 });
                 conn.out.share(framed);
                 self.queues.total_output += framed.len();
-                if !conn.queued_flush {
-                    conn.queued_flush = true;
-                    self.queues.flush.push(id.key());
-                }
+                true
             } else {
-                queue(id.key(), conn, bytes, &mut self.queues);
+                enqueue(key, conn, bytes, &mut self.queues)
+            };
+            if queued {
+                self.queues.flush_in_turn(key, conn);
             }
             if self.queues.total_output > self.queues.max_total_output {
                 shed(&mut self.conns, &mut self.queues);
             }
         }
-        self.batch.spent = shared;
+        for (kind, bytes) in shared.into_iter().enumerate() {
+            if let Some(bytes) = bytes {
+                let spent = &mut self.batch.spent[kind];
+                if spent.len() == SPENT_KEPT {
+                    spent.remove(0);
+                }
+                spent.push(bytes);
+            }
+        }
         // Senders outside the audience (one that just went offline).
         for (id, _) in &self.batch.senders {
             if let Some(conn) = self.conns.get_mut(id.key()) {
