@@ -23,6 +23,11 @@ pub enum Phase {
     /// the loop's timer for it fires, so its lines wait, in order, in our
     /// buffer, the kernel's and the client's.
     Paused,
+    /// Its last broadcast is still being written to its readers (a slice
+    /// per turn): neither fed nor read until every reader has been written,
+    /// so a sender at full speed has one round of broadcasts in flight, not
+    /// a backlog in every reader's buffer. Its lines wait as in `Paused`.
+    Broadcasting,
     /// The server is closing it and the core has forgotten it: what is
     /// queued is flushed, then the write side is shut and input discarded
     /// until the peer closes or the linger time ends.

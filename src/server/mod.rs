@@ -13,9 +13,10 @@
 //! them. Broadcasts are written to a slice of their readers per turn
 //! (`FANOUT_FLUSHES_PER_TURN`), with a zero-timeout poll between slices, so
 //! a private line waits behind one slice of a broadcast, not behind all of
-//! it (the flood scenario of `chat-bench`). A reader still waiting for one
-//! broadcast when the next is delivered is written first, so broadcasts
-//! never outrun the writing, whatever rate the senders keep up.
+//! it (the flood scenario of `chat-bench`). A sender whose line was a
+//! broadcast is not read again until every reader queued up to it has been
+//! written ([`Phase::Broadcasting`]): broadcasts cannot outrun the writing,
+//! whatever rate a sender keeps up, and a reader gets many lines per `write`.
 //!
 //! mio is edge-triggered: every readable socket is read until `WouldBlock`
 //! (in 4096-byte chunks, at most [`READ_BUDGET`] per turn), except while the
@@ -250,6 +251,10 @@ pub struct Server {
     handshakes_this_turn: usize,
     /// Connections over their flood allowance, by when they may go on.
     paused: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    /// Connections in [`Phase::Broadcasting`], oldest first, each with the
+    /// count of `fanout` pushes its broadcast reached (`u64::MAX` until its
+    /// batch is delivered): resumed once that many have been taken off.
+    broadcasting: VecDeque<(ConnId, u64)>,
     /// Generation of the next connection: with the slab key, its [`ConnId`].
     next_generation: u32,
     /// Set while accepting is paused after accept errors.
@@ -403,10 +408,12 @@ impl Server {
                 rendered: Vec::new(),
                 open_by_kind: [0; Dialect::KINDS],
                 batch: Batch::default(),
+                broadcasts: 0,
             },
             config,
             lingering: VecDeque::new(),
             paused: BinaryHeap::new(),
+            broadcasting: VecDeque::new(),
             handshakes_this_turn: 0,
             next_generation: 0,
             accept_paused_until: None,
@@ -458,7 +465,10 @@ impl Server {
         let mut events = Events::with_capacity(1024);
         loop {
             self.handshakes_this_turn = 0;
-            let timeout = if self.io.queues.unread.is_empty() && self.io.queues.fanout.is_empty() {
+            let timeout = if self.io.queues.unread.is_empty()
+                && self.io.queues.fanout.is_empty()
+                && self.broadcasting.is_empty()
+            {
                 self.next_timeout(Instant::now())
             } else {
                 Some(Duration::ZERO)
@@ -495,6 +505,7 @@ impl Server {
                 }
             }
             self.read_unread(now);
+            self.resume_broadcasters(now);
             if !self.io.history_failed.is_empty() {
                 self.finish_auth(now);
             }
@@ -754,7 +765,7 @@ impl Server {
                 return;
             };
             match conn.phase {
-                Phase::Doomed | Phase::Held | Phase::Paused => return,
+                Phase::Doomed | Phase::Held | Phase::Paused | Phase::Broadcasting => return,
                 Phase::Closing => {
                     self.discard_input(key);
                     return;
@@ -841,6 +852,24 @@ impl Server {
         }
     }
 
+    /// Reads and feeds again the senders whose broadcasts every reader has
+    /// now been written.
+    fn resume_broadcasters(&mut self, now: Instant) {
+        while let Some(&(id, mark)) = self.broadcasting.front() {
+            if mark > self.io.queues.fanout_popped {
+                break;
+            }
+            self.broadcasting.pop_front();
+            if let Some(conn) = self.io.conns.get_mut(id.key())
+                && conn.id == id
+                && conn.phase == Phase::Broadcasting
+            {
+                conn.phase = Phase::Open;
+                self.read(id.key(), now);
+            }
+        }
+    }
+
     /// Hands buffered lines to the connection's dialect, and so to the core,
     /// until the core must wait or none are left.
     fn feed(&mut self, key: usize, now: Instant) {
@@ -866,6 +895,7 @@ impl Server {
             bucket: &mut bucket,
             lang: self.io.lang,
         };
+        let broadcasts_before = self.io.broadcasts;
         let fed = dialect.feed(id, input, &mut self.chat, now, &mut self.io);
         if let Some(conn) = self.io.conns.get_mut(key) {
             conn.lines = lines;
@@ -890,6 +920,10 @@ impl Server {
                     Fed::Paused(until) => {
                         conn.phase = Phase::Paused;
                         self.paused.push(Reverse((until, id)));
+                    }
+                    Fed::Flow(_) if self.io.broadcasts != broadcasts_before => {
+                        conn.phase = Phase::Broadcasting;
+                        self.broadcasting.push_back((id, u64::MAX));
                     }
                     Fed::Flow(_) => {}
                 }
@@ -919,7 +953,7 @@ impl Server {
             Phase::Closing => return,
             // Doomed: it is dropped at the end of the turn anyway.
             Phase::Doomed => return,
-            Phase::Open | Phase::Held | Phase::Paused => {}
+            Phase::Open | Phase::Held | Phase::Paused | Phase::Broadcasting => {}
         }
         conn.phase = Phase::Closing;
         conn.in_core = false;
@@ -1130,7 +1164,10 @@ impl Server {
                 self.freed_since_trim +=
                     conn.out.sweep() + conn.lines.sweep() + conn.transport.sweep();
                 if let Some(every) = ping
-                    && matches!(conn.phase, Phase::Open | Phase::Held | Phase::Paused)
+                    && matches!(
+                        conn.phase,
+                        Phase::Open | Phase::Held | Phase::Paused | Phase::Broadcasting
+                    )
                 {
                     match conn.dialect.keepalive(now, every) {
                         Keepalive::Quiet => {}
@@ -1170,6 +1207,15 @@ impl Server {
     fn end_turn(&mut self) {
         self.write_flush_list();
         self.flush_this_turn();
+        // The turn's broadcasts are delivered: their senders wait for the
+        // readers queued so far.
+        let pushed = self.io.queues.fanout_pushed;
+        for (_, mark) in self.broadcasting.iter_mut().rev() {
+            if *mark != u64::MAX {
+                break;
+            }
+            *mark = pushed;
+        }
         self.flush_fanout(FANOUT_FLUSHES_PER_TURN);
         // Writing can drop a reader, and its going offline is news to others.
         self.flush_this_turn();
@@ -1219,6 +1265,7 @@ impl Server {
             let Some(key) = self.io.queues.fanout.pop_front() else {
                 break;
             };
+            self.io.queues.fanout_popped += 1;
             let Some(conn) = self.io.conns.get_mut(key) else {
                 continue;
             };

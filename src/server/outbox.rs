@@ -29,6 +29,10 @@ pub(super) struct Queues {
     /// readers does not hold up everyone else's replies for its whole
     /// length: the loop reads and answers between slices.
     pub(super) fanout: VecDeque<usize>,
+    /// How many connections were ever put on `fanout`, and taken off it: a
+    /// broadcaster waits until everyone queued up to its broadcast is taken.
+    pub(super) fanout_pushed: u64,
+    pub(super) fanout_popped: u64,
     /// Connections over an output limit, to drop at the end of this turn.
     pub(super) doomed: Vec<usize>,
     /// Connections that used up their read budget with input left.
@@ -60,6 +64,9 @@ pub(super) struct Io {
     /// the kinds present.
     pub(super) open_by_kind: [usize; Dialect::KINDS],
     pub(super) batch: Batch,
+    /// Broadcasts gathered so far: the loop compares it around a feed to
+    /// learn whether the connection broadcast.
+    pub(super) broadcasts: u64,
 }
 
 /// The broadcasts of a turn to one audience, gathered so that each reader
@@ -137,8 +144,9 @@ fn encode(conn: &mut Connection, message: &[u8], queues: &mut Queues) {
     queues.total_output += message.len();
 }
 
-/// One write of what `conn` has pending, outside the turn's flushing. A
-/// write error shows again, and is handled, when the connection is flushed.
+/// One write of what `conn` has pending, outside the turn's flushing (for
+/// a reader about to pass its output limit). A write error shows again, and
+/// is handled, when the connection is flushed.
 #[inline(never)]
 fn write_ahead(conn: &mut Connection, queues: &mut Queues) {
     // Sealing can grow what is pending (TLS record headers and tags), so
@@ -165,6 +173,7 @@ impl Queues {
         if !conn.queued_fanout {
             conn.queued_fanout = true;
             self.fanout.push_back(key);
+            self.fanout_pushed += 1;
         }
     }
 }
@@ -241,13 +250,6 @@ impl Io {
                 continue;
             };
             let key = id.key();
-            if conn.queued_fanout && conn.pending() > 0 {
-                // Still waiting for an earlier batch (readers are written
-                // a slice per turn): written first, so broadcasts cannot
-                // outrun the writing, and a reader that takes it all
-                // shares this batch instead of copying it.
-                write_ahead(conn, &mut self.queues);
-            }
             let queued = if conn.sent_in_batch {
                 conn.sent_in_batch = false;
                 let own_run = own_run(kind, id, &self.batch.senders);
@@ -455,6 +457,7 @@ impl Outbox for Io {
             conn.sent_in_batch = true;
         }
         self.batch.senders.push((except, ranges));
+        self.broadcasts += 1;
         if self.batch.rendered.iter().any(|r| r.len() > MAX_BATCH) {
             self.deliver_batch();
         }
