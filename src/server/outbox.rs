@@ -274,6 +274,11 @@ impl Io {
                 conn.out.share(bytes);
                 self.queues.total_output += bytes.len();
                 true
+            } else if conn.out.is_empty() && conn.transport.share(bytes) {
+                // A TLS reader that is caught up: rustls reads the shared
+                // batch when sealing.
+                self.queues.total_output += bytes.len();
+                true
             } else if conn.out.is_empty() && conn.transport.takes_framed() {
                 // Browsers that are caught up share one framing of the
                 // batch, made for the first of them.

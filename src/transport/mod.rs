@@ -23,6 +23,7 @@ pub mod tls;
 pub mod web;
 
 use std::io::{self, Read, Write};
+use std::rc::Rc;
 
 use crate::server::output::OutputBuffer;
 use crate::wire::framing::LineBuffer;
@@ -96,6 +97,18 @@ impl Transport {
         match self {
             Transport::Plain | Transport::Tls(_) => false,
             Transport::Web(web) => web.takes_framed(),
+        }
+    }
+
+    /// Takes a turn's broadcasts shared with other readers, uncopied, if the
+    /// transport can (TLS with nothing staged); adds exactly `batch.len()`
+    /// to what is pending, like [`encode`](Self::encode). False: it did not,
+    /// and the caller encodes a copy.
+    #[inline]
+    pub fn share(&mut self, batch: &Rc<Vec<u8>>) -> bool {
+        match self {
+            Transport::Tls(tls) => tls.share(batch),
+            Transport::Plain | Transport::Web(_) => false,
         }
     }
 

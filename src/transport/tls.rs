@@ -14,10 +14,14 @@
 //! (one copy, like the plain path), and the stage is sealed when the
 //! connection is flushed at the end of the poll turn: a turn's output to one
 //! reader becomes one record (or a few, at 16 KiB each) and one `write`.
+//! A reader that is caught up does not even copy a turn's broadcasts: it
+//! holds the batch shared with every other reader ([`TlsTransport::share`])
+//! and rustls reads it from there when sealing.
 //! Staged bytes count as pending output for every limit.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,6 +84,9 @@ pub fn load_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String>
 /// One TLS connection's state: rustls's, and this turn's staged plaintext.
 pub struct TlsTransport {
     tls: ServerConnection,
+    /// A turn's broadcasts shared with other readers, not yet sealed; it
+    /// comes before `staged`.
+    shared: Option<Rc<Vec<u8>>>,
     /// Plaintext queued since the last flush, sealed into records by
     /// [`write`](Self::write) (or when the handshake completes).
     staged: Vec<u8>,
@@ -94,7 +101,7 @@ impl std::fmt::Debug for TlsTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsTransport")
             .field("handshaking", &self.tls.is_handshaking())
-            .field("staged", &self.staged.len())
+            .field("staged", &self.staged())
             .field("done", &self.done)
             .finish()
     }
@@ -111,6 +118,7 @@ impl TlsTransport {
         tls.set_buffer_limit(None);
         Ok(Self {
             tls,
+            shared: None,
             staged: Vec::new(),
             used: false,
             done: false,
@@ -126,7 +134,25 @@ impl TlsTransport {
     /// Plaintext staged and not yet sealed.
     #[inline]
     pub fn staged(&self) -> usize {
-        self.staged.len()
+        self.staged.len() + self.shared.as_ref().map_or(0, |b| b.len())
+    }
+
+    /// Takes a batch of broadcasts shared with other readers instead of a
+    /// copy, when nothing else is staged (so the order holds) and the
+    /// connection carries chat. Adds exactly `batch.len()` to
+    /// [`staged`](Self::staged); false if it did not take it.
+    #[inline]
+    pub fn share(&mut self, batch: &Rc<Vec<u8>>) -> bool {
+        if self.shared.is_some()
+            || !self.staged.is_empty()
+            || self.done
+            || self.tls.is_handshaking()
+        {
+            return false;
+        }
+        self.shared = Some(Rc::clone(batch));
+        self.used = true;
+        true
     }
 
     /// Reads one chunk of ciphertext, decrypts what it completes into
@@ -181,6 +207,7 @@ impl TlsTransport {
             Err(e) => {
                 self.done = true;
                 self.staged.clear();
+                self.shared = None;
                 // The alert rustls queued for this error.
                 self.drain(out);
                 return Err(io::Error::new(ErrorKind::InvalidData, e));
@@ -209,7 +236,7 @@ impl TlsTransport {
     /// what the socket does not take waits in `out`. Returns the bytes
     /// written to the socket.
     pub fn write(&mut self, socket: &mut impl Write, out: &mut OutputBuffer) -> io::Result<usize> {
-        if out.pending() > 0 || self.staged.is_empty() || self.done || self.tls.is_handshaking() {
+        if out.pending() > 0 || self.staged() == 0 || self.done || self.tls.is_handshaking() {
             self.seal(out);
             return out.write_to(socket);
         }
@@ -217,8 +244,7 @@ impl TlsTransport {
         // records go from rustls straight to the socket, sparing a copy of
         // every byte into `out`. Whatever the socket does not take is moved
         // into `out` before returning, where the limits see it.
-        let _ = self.tls.writer().write_all(&self.staged);
-        self.staged.clear();
+        self.hand_over();
         let mut written = 0;
         let result = loop {
             if !self.tls.wants_write() {
@@ -245,6 +271,7 @@ impl TlsTransport {
         self.seal(out);
         self.done = true;
         self.staged.clear();
+        self.shared = None;
         self.tls.send_close_notify();
         self.drain(out);
     }
@@ -269,15 +296,34 @@ impl TlsTransport {
         if self.done {
             // Nothing may follow close_notify or a fatal alert.
             self.staged.clear();
+            self.shared = None;
             return;
         }
-        if self.staged.is_empty() || self.tls.is_handshaking() {
+        if self.staged() == 0 || self.tls.is_handshaking() {
             return;
         }
-        // Cannot fail: with no buffer limit the writer takes everything.
-        let _ = self.tls.writer().write_all(&self.staged);
-        self.staged.clear();
+        self.hand_over();
         self.drain(out);
+    }
+
+    /// Hands everything staged, shared part first, to rustls, which seals
+    /// it into records (as few as 16 KiB records allow).
+    fn hand_over(&mut self) {
+        let shared = self.shared.take();
+        let parts = [
+            IoSlice::new(shared.as_deref().map_or(&[][..], Vec::as_slice)),
+            IoSlice::new(&self.staged),
+        ];
+        // One part if the other is empty: rustls then borrows it as it is.
+        let parts = match (parts[0].is_empty(), parts[1].is_empty()) {
+            (true, _) => &parts[1..],
+            (false, true) => &parts[..1],
+            (false, false) => &parts[..],
+        };
+        // Cannot fail or fall short: with no buffer limit the writer takes
+        // everything.
+        let _ = self.tls.writer().write_vectored(parts);
+        self.staged.clear();
     }
 
     /// Moves every byte rustls wants to send into `out`.
@@ -408,6 +454,58 @@ mod tests {
         let mut got = Vec::new();
         let _ = client.reader().read_to_end(&mut got);
         assert_eq!(got, b"Sampai jumpa\n");
+    }
+
+    #[test]
+    fn a_shared_batch_and_what_follows_it_become_one_record_in_order() {
+        let (mut server, mut client) = pair();
+        let (mut lines, mut out) = (LineBuffer::new(), OutputBuffer::default());
+        let batch = Rc::new(b"[a] one\n[b] two\n".to_vec());
+        // Not while the handshake is under way: nothing may be sealed yet.
+        assert!(!server.share(&batch));
+        pump(&mut server, &mut client, &mut lines, &mut out);
+        assert!(!server.is_handshaking());
+        assert!(server.share(&batch));
+        assert_eq!(server.staged(), batch.len());
+        // Only one shared piece at a time, and none behind staged bytes.
+        assert!(!server.share(&batch));
+        server.encode(b"Pesan pribadi\n");
+        assert_eq!(server.staged(), batch.len() + 14);
+        let mut wire = Vec::new();
+        server.write(&mut wire, &mut out).unwrap();
+        assert_eq!(server.staged(), 0);
+        assert_eq!(
+            Rc::strong_count(&batch),
+            1,
+            "the batch is let go once sealed"
+        );
+        assert_eq!(wire[0], 0x17);
+        let record_len = usize::from(u16::from_be_bytes([wire[3], wire[4]]));
+        assert_eq!(wire.len(), 5 + record_len, "one record");
+        client.read_tls(&mut &wire[..]).unwrap();
+        client.process_new_packets().unwrap();
+        let mut got = Vec::new();
+        let _ = client.reader().read_to_end(&mut got);
+        assert_eq!(got, b"[a] one\n[b] two\nPesan pribadi\n");
+        // Staged bytes first: a batch may not jump ahead of them.
+        server.encode(b"reply\n");
+        assert!(!server.share(&batch));
+        // After goodbye a shared batch is refused, and one held is dropped.
+        let mut wire = Vec::new();
+        server.write(&mut wire, &mut out).unwrap();
+        assert!(server.share(&batch));
+        server.start_close(&mut out);
+        assert_eq!(server.staged(), 0);
+        assert!(!server.share(&batch));
+        client.read_tls(&mut &wire[..]).unwrap();
+        let mut rest = Vec::new();
+        out.write_to(&mut rest).unwrap();
+        client.read_tls(&mut &rest[..]).unwrap();
+        let state = client.process_new_packets().unwrap();
+        assert!(state.peer_has_closed());
+        let mut got = Vec::new();
+        let _ = client.reader().read_to_end(&mut got);
+        assert_eq!(got, b"reply\n[a] one\n[b] two\n");
     }
 
     #[test]
