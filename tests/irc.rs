@@ -551,3 +551,20 @@ fn kept_messages_carry_server_time_for_a_client_that_asked() {
     let line = plain.line();
     assert!(line.starts_with(":bob!bob@chat PRIVMSG ugo :("), "{line:?}");
 }
+
+/// The IRC door advertises `CASEMAPPING=ascii`, so a nick in other letter
+/// case names the same user (the look-alike rule keeps it unambiguous).
+#[test]
+fn privmsg_to_a_nick_in_other_letter_case_reaches_its_user() {
+    let (server, addr) = start(&[]);
+    register(&server, "ib");
+    let mut la = server.login("la");
+    let mut ib = Irc::login(addr, "ib", "ib la");
+    ib.send("PRIVMSG LA :halo");
+    la.expect("Pesan pribadi dari [ib] halo");
+    ib.send("PRIVMSG La :lagi");
+    la.expect("Pesan pribadi dari [ib] lagi");
+    // The line door keeps exact names (the seed's `send-to`).
+    la.send("send-to IB hai");
+    la.expect("User IB tidak sedang online");
+}

@@ -343,6 +343,21 @@ impl Chat {
             .count()
     }
 
+    /// The name of the user online whose name is `name` but for ASCII
+    /// letter case, if it is not online as given: IRC clients fold nicks
+    /// (the IRC door advertises `CASEMAPPING=ascii`). Unambiguous, because
+    /// two names that differ only in case cannot both be registered (the
+    /// look-alike rule). A scan of who is online, only on a miss.
+    pub fn online_name_ignoring_case(&self, name: &str) -> Option<&str> {
+        if self.online.contains_key(name) {
+            return None;
+        }
+        self.online
+            .keys()
+            .find(|online| online.eq_ignore_ascii_case(name))
+            .map(|online| &**online)
+    }
+
     /// Number of logged-in users.
     pub fn online_count(&self) -> usize {
         self.online.len()

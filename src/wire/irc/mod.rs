@@ -563,6 +563,10 @@ impl Irc {
                 || target.to_ascii_lowercase().starts_with("nickserv@")
             {
                 self.nickserv(text, cx);
+            } else if let Some(name) = cx.chat.online_name_ignoring_case(target) {
+                // `PRIVMSG Alice` reaches alice, as CASEMAPPING=ascii says.
+                let name = name.to_owned();
+                self.run(Command::SendTo(Some((&name, text))), cx);
             } else {
                 self.run(Command::SendTo(Some((target, text))), cx);
             }
