@@ -568,3 +568,19 @@ fn privmsg_to_a_nick_in_other_letter_case_reaches_its_user() {
     la.send("send-to IB hai");
     la.expect("User IB tidak sedang online");
 }
+
+/// `NickServ` is the IRC door's own voice: nobody may register it, or a
+/// look-alike of it, through any door, whether or not the IRC door is open.
+#[test]
+fn nobody_can_register_the_name_of_nickserv() {
+    let (server, _) = start(&[]);
+    let mut c = server.connect();
+    for name in ["NickServ", "nickserv", "NICKSERV", "n1ckserv"] {
+        c.send(&format!("regist {name} pw"));
+        c.expect("Username telah dipakai");
+    }
+    let plain = Server::start(&[]);
+    let mut c = plain.connect();
+    c.send("regist nickserv pw");
+    c.expect("Username telah dipakai");
+}

@@ -343,6 +343,14 @@ impl Chat {
             .count()
     }
 
+    /// Keeps `name` and its look-alikes from being registered: the names a
+    /// door answers as itself (the IRC door's `NickServ`), which a user
+    /// must not be able to speak as. An account of that name already in the
+    /// file still logs in.
+    pub fn reserve_name(&mut self, name: &str) {
+        *self.skeletons.entry(name_skeleton(name)).or_insert(0) += 1;
+    }
+
     /// The name of the user online whose name is `name` but for ASCII
     /// letter case, if it is not online as given: IRC clients fold nicks
     /// (the IRC door advertises `CASEMAPPING=ascii`). Unambiguous, because

@@ -373,6 +373,11 @@ impl Server {
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| format!("cannot register signals: {e}"))?;
         let mut chat = Chat::new(config.chat.clone(), accounts);
+        // Whether or not the IRC door is open now: accounts outlive a
+        // restart with it.
+        for name in crate::wire::irc::SERVICE_NAMES {
+            chat.reserve_name(name);
+        }
         if let Some(loaded) = loaded {
             chat.enable_history(
                 HistoryConfig {

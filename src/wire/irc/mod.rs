@@ -39,6 +39,11 @@ use crate::wire::line;
 use crate::wire::protocol::{Command, Credentials, Lang, Reply, valid_username};
 use crate::wire::when;
 
+/// The services this door answers as itself. The core keeps them (and their
+/// look-alikes) from being registered by anyone, so that no user can send
+/// IRC readers lines that seem to come from them.
+pub const SERVICE_NAMES: &[&str] = &["NickServ"];
+
 /// Which login this connection is waiting for, so its result is said the
 /// way that login was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
