@@ -270,7 +270,7 @@ impl Io {
                     let own = without_own_lines(bytes, kind, id, &self.batch.senders);
                     !own.is_empty() && enqueue(key, conn, &own, &mut self.queues)
                 }
-            } else if conn.out.is_empty() && matches!(conn.transport, Transport::Plain) {
+            } else if conn.out.can_share() && matches!(conn.transport, Transport::Plain) {
                 conn.out.share(bytes);
                 self.queues.total_output += bytes.len();
                 true

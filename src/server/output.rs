@@ -10,6 +10,13 @@
 use std::io::{self, ErrorKind, Write};
 use std::rc::Rc;
 
+/// Behind other pending output, a shared rendering smaller than this is
+/// copied rather than held (see `OutputBuffer::share_behind`).
+const SHARE_AT_LEAST: usize = 160;
+
+/// How many shared renderings a reader holds at most; the next is copied.
+const MAX_SHARED: usize = 8;
+
 /// Bytes queued for one peer, with what was already written cut off the front.
 ///
 /// A reader that is caught up (nothing pending) does not copy a broadcast at
@@ -22,6 +29,10 @@ pub struct OutputBuffer {
     /// Written before `buf`: a rendering shared with other readers, and the
     /// part of it still to write (`start..end`).
     shared: Option<(Rc<Vec<u8>>, usize, usize)>,
+    /// Whole renderings shared after `shared`, for a reader not yet written
+    /// when the next batch came (readers are written a slice per turn).
+    /// Empty, and unallocated, for most readers.
+    more: Vec<Rc<Vec<u8>>>,
     buf: Vec<u8>,
     /// Bytes of `buf` before this offset are already written.
     start: usize,
@@ -37,7 +48,8 @@ impl OutputBuffer {
             Some((_, start, end)) => end - start,
             None => 0,
         };
-        shared + self.buf.len() - self.start
+        let more: usize = self.more.iter().map(|b| b.len()).sum();
+        shared + more + self.buf.len() - self.start
     }
 
     /// Nothing waits to be written.
@@ -46,11 +58,36 @@ impl OutputBuffer {
         self.shared.is_none() && self.start == self.buf.len()
     }
 
-    /// Queues a rendering shared with other readers, without copying it if
-    /// nothing else waits; otherwise the bytes are appended like any others.
+    /// No bytes of its own wait, and there is room for one more shared
+    /// rendering: [`share`](Self::share) will not copy.
     #[inline]
+    pub fn can_share(&self) -> bool {
+        self.start == self.buf.len() && self.more.len() < MAX_SHARED - 1
+    }
+
+    /// Queues a rendering shared with other readers, without copying it if
+    /// no bytes of its own wait (behind other shared renderings is fine);
+    /// otherwise the bytes are appended like any others.
+    #[inline(always)]
     pub fn share(&mut self, bytes: &Rc<Vec<u8>>) {
-        self.share_part(bytes, 0..bytes.len());
+        if self.is_empty() {
+            self.share_part(bytes, 0..bytes.len());
+        } else {
+            self.share_behind(bytes);
+        }
+    }
+
+    /// [`share`](Self::share) behind what is already pending. A small
+    /// rendering is copied all the same: a copy of a line or two costs less
+    /// than holding, writing and letting go of one more shared piece.
+    #[inline(never)]
+    fn share_behind(&mut self, bytes: &Rc<Vec<u8>>) {
+        if bytes.len() >= SHARE_AT_LEAST && self.can_share() {
+            self.more.push(Rc::clone(bytes));
+            self.used = true;
+        } else {
+            self.push(bytes);
+        }
     }
 
     /// [`share`](Self::share) for the `part` of a shared rendering (a
@@ -87,6 +124,17 @@ impl OutputBuffer {
     /// without error when the sink would block or everything is written.
     pub fn write_to(&mut self, sink: &mut impl Write) -> io::Result<usize> {
         let mut written = 0;
+        if !self.more.is_empty() {
+            match self.write_pieces(sink) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            if !self.more.is_empty() {
+                // The socket took only part: the rest waits for WRITABLE.
+                return Ok(written);
+            }
+        }
         if let Some((bytes, done, end)) = &mut self.shared
             && self.start < self.buf.len()
         {
@@ -143,15 +191,61 @@ impl OutputBuffer {
         Ok(written)
     }
 
+    /// One `writev` of every shared rendering and the own bytes; what was
+    /// written is cut off the front, the next rendering becoming `shared`.
+    fn write_pieces(&mut self, sink: &mut impl Write) -> io::Result<usize> {
+        let mut parts: [io::IoSlice<'_>; MAX_SHARED + 1] = [io::IoSlice::new(&[]); MAX_SHARED + 1];
+        let mut count = 0;
+        if let Some((bytes, done, end)) = &self.shared {
+            parts[count] = io::IoSlice::new(&bytes[*done..*end]);
+            count += 1;
+        }
+        for bytes in &self.more {
+            parts[count] = io::IoSlice::new(bytes);
+            count += 1;
+        }
+        parts[count] = io::IoSlice::new(&self.buf[self.start..]);
+        count += 1;
+        let mut n = loop {
+            match sink.write_vectored(&parts[..count]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => break n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        };
+        let written = n;
+        loop {
+            if let Some((_, done, end)) = &mut self.shared {
+                let taken = n.min(*end - *done);
+                *done += taken;
+                n -= taken;
+                if *done < *end {
+                    break;
+                }
+                self.shared = None;
+            }
+            if self.more.is_empty() {
+                self.start += n;
+                break;
+            }
+            let next = self.more.remove(0);
+            let len = next.len();
+            self.shared = Some((next, 0, len));
+        }
+        Ok(written)
+    }
+
     /// Called every sweep period: frees the allocation of a buffer that is
     /// empty and received nothing since the last sweep. Returns the bytes
     /// freed.
     pub fn sweep(&mut self) -> usize {
         let idle = !self.used;
         self.used = false;
-        if idle && self.pending() == 0 && self.buf.capacity() > 0 {
-            let freed = self.buf.capacity();
+        if idle && self.pending() == 0 && self.buf.capacity() + self.more.capacity() > 0 {
+            let freed = self.buf.capacity() + self.more.capacity() * size_of::<Rc<Vec<u8>>>();
             self.buf = Vec::new();
+            self.more = Vec::new();
             self.start = 0;
             freed
         } else {
@@ -258,6 +352,99 @@ mod tests {
         assert_eq!(pipe.taken, b"[a] hi\n[a] ho\nLogin sukses\n");
         assert!(out.is_empty());
         assert_eq!(Rc::strong_count(&shared), 1);
+    }
+
+    /// A sink that takes at most `room` bytes per call, vectored or not.
+    struct Slow {
+        taken: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Slow {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[io::IoSlice::new(bytes)])
+        }
+        fn write_vectored(&mut self, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
+            let mut n = 0;
+            for part in parts {
+                let take = part.len().min(self.room - n);
+                self.taken.extend_from_slice(&part[..take]);
+                n += take;
+            }
+            if n == 0 {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn several_shared_renderings_are_written_in_order_whatever_the_socket_takes() {
+        let batches: Vec<Rc<Vec<u8>>> = (0..12)
+            .map(|i| {
+                Rc::new(format!("[a] batch {i} {}\n", "x".repeat(SHARE_AT_LEAST)).into_bytes())
+            })
+            .collect();
+        let mut expected = Vec::new();
+        for room in [1, 5, 13, 40, 1000] {
+            let mut out = OutputBuffer::default();
+            expected.clear();
+            for batch in &batches[..3] {
+                assert!(out.can_share());
+                out.share(batch);
+                expected.extend_from_slice(batch);
+            }
+            assert_eq!(Rc::strong_count(&batches[0]), 2, "shared, not copied");
+            let mut sink = Slow {
+                taken: Vec::new(),
+                room,
+            };
+            let _ = out.write_to(&mut sink);
+            // More renderings while part is written; then own bytes, after
+            // which a rendering is copied to keep the order.
+            for batch in &batches[3..10] {
+                out.share(batch);
+                expected.extend_from_slice(batch);
+            }
+            out.push(b"Login sukses\n");
+            expected.extend_from_slice(b"Login sukses\n");
+            assert!(!out.can_share());
+            out.share(&batches[10]);
+            expected.extend_from_slice(&batches[10]);
+            assert_eq!(out.pending(), expected.len() - sink.taken.len());
+            for _ in 0..10_000 {
+                if out.is_empty() {
+                    break;
+                }
+                let _ = out.write_to(&mut sink);
+                assert_eq!(out.pending(), expected.len() - sink.taken.len());
+            }
+            assert!(out.is_empty(), "room {room}");
+            assert_eq!(sink.taken, expected, "room {room}");
+        }
+        // Nothing is held once written.
+        assert!(batches.iter().all(|b| Rc::strong_count(b) == 1));
+    }
+
+    #[test]
+    fn at_most_max_shared_renderings_are_held_then_they_are_copied() {
+        let batch = Rc::new(vec![b'x'; SHARE_AT_LEAST]);
+        let mut out = OutputBuffer::default();
+        for _ in 0..MAX_SHARED + 3 {
+            out.share(&batch);
+        }
+        assert_eq!(Rc::strong_count(&batch), 1 + MAX_SHARED);
+        assert_eq!(out.pending(), SHARE_AT_LEAST * (MAX_SHARED + 3));
+        // A small one behind another is copied.
+        let small = Rc::new(b"[a] hi\n".to_vec());
+        let mut out = OutputBuffer::default();
+        out.share(&small);
+        out.share(&small);
+        assert_eq!(Rc::strong_count(&small), 2);
+        assert_eq!(out.pending(), 14);
     }
 
     #[test]
