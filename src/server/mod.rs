@@ -10,10 +10,11 @@
 //! costs one `write` per reader, not per message.
 //!
 //! Replies and private lines are written at the end of the turn that made
-//! them. Broadcasts are written to a slice of their readers per turn
-//! (`FANOUT_FLUSHES_PER_TURN`), with a zero-timeout poll between slices, so
-//! a private line waits behind one slice of a broadcast, not behind all of
-//! it (the flood scenario of `chat-bench`). A sender whose line was a
+//! them. Broadcasts to more than `FANOUT_WHOLE_ROUND` readers are written
+//! a slice per turn (`FANOUT_SLICE`, about 50 µs of writes), with a
+//! zero-timeout poll between slices, so a private line waits behind one
+//! slice of a broadcast, not behind all of it (the flood scenario of
+//! `chat-bench`). A sender whose line was a
 //! broadcast is not read again until every reader queued up to it has been
 //! written ([`Phase::Broadcasting`]): broadcasts cannot outrun the writing,
 //! whatever rate a sender keeps up, and a reader gets many lines per `write`.
@@ -39,7 +40,7 @@ mod outbox;
 pub mod output;
 mod sockets;
 
-use self::outbox::{Batch, FANOUT_FLUSHES_PER_TURN, Io, Queues, queue, shed};
+use self::outbox::{Batch, FANOUT_SLICE, FANOUT_WHOLE_ROUND, Io, Queues, queue, shed};
 pub use self::sockets::raise_fd_limit;
 use self::sockets::{
     listen, open_reserve, out_of_descriptors, refuse, release_free_memory, reregister,
@@ -255,6 +256,9 @@ pub struct Server {
     /// count of `fanout` pushes its broadcast reached (`u64::MAX` until its
     /// batch is delivered): resumed once that many have been taken off.
     broadcasting: VecDeque<(ConnId, u64)>,
+    /// The round of readers being written is larger than
+    /// [`FANOUT_WHOLE_ROUND`]: it is written a slice per turn.
+    slicing: bool,
     /// Generation of the next connection: with the slab key, its [`ConnId`].
     next_generation: u32,
     /// Set while accepting is paused after accept errors.
@@ -419,6 +423,7 @@ impl Server {
             lingering: VecDeque::new(),
             paused: BinaryHeap::new(),
             broadcasting: VecDeque::new(),
+            slicing: false,
             handshakes_this_turn: 0,
             next_generation: 0,
             accept_paused_until: None,
@@ -1206,7 +1211,7 @@ impl Server {
 
     /// Writes the turn's output: the replies and private lines first (small,
     /// and someone is waiting for each), then the turn's broadcasts to one
-    /// slice of their readers ([`FANOUT_FLUSHES_PER_TURN`]); the rest of
+    /// slice of their readers ([`FANOUT_SLICE`]); the rest of
     /// them are written over the next turns, between which the loop reads
     /// and answers again.
     fn end_turn(&mut self) {
@@ -1221,7 +1226,20 @@ impl Server {
             }
             *mark = pushed;
         }
-        self.flush_fanout(FANOUT_FLUSHES_PER_TURN);
+        // A round to a few readers is written whole: slicing it would cost
+        // more polls than a private line could gain. A larger round is
+        // sliced to its end.
+        if self.io.queues.fanout.len() > FANOUT_WHOLE_ROUND {
+            self.slicing = true;
+        }
+        self.flush_fanout(if self.slicing {
+            FANOUT_SLICE
+        } else {
+            Duration::MAX
+        });
+        if self.io.queues.fanout.is_empty() {
+            self.slicing = false;
+        }
         // Writing can drop a reader, and its going offline is news to others.
         self.flush_this_turn();
     }
@@ -1261,12 +1279,17 @@ impl Server {
         }
     }
 
-    /// Writes up to `slice` of the readers waiting for broadcasts, oldest
-    /// first. One that was written meanwhile (a reply to it carried its
-    /// broadcasts along) costs nothing here.
-    fn flush_fanout(&mut self, slice: usize) {
-        let mut written = 0;
-        while written < slice {
+    /// Writes the readers waiting for broadcasts, oldest first, for about
+    /// `budget` (the clock is read every few writes). One that was written
+    /// meanwhile (a reply to it carried its broadcasts along) costs nothing
+    /// here.
+    fn flush_fanout(&mut self, budget: Duration) {
+        let started = Instant::now();
+        let mut written: u32 = 0;
+        loop {
+            if written % 8 == 7 && started.elapsed() >= budget {
+                break;
+            }
             let Some(key) = self.io.queues.fanout.pop_front() else {
                 break;
             };
@@ -1314,7 +1337,7 @@ impl Server {
             }
         }
         self.flush_this_turn();
-        self.flush_fanout(usize::MAX);
+        self.flush_fanout(Duration::MAX);
         self.flush_this_turn();
         let deadline = Instant::now() + SHUTDOWN_FLUSH;
         loop {
