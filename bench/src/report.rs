@@ -33,7 +33,17 @@ fn metrics(scenario: &str) -> &'static [(&'static str, &'static str)] {
         "connections" => &[
             ("rss_per_conn_bytes", "server RSS / connection, bytes"),
             ("broadcast_ms", "one broadcast reaches all, ms"),
-            ("setup_s", "connect + log in all, s"),
+            (
+                "bcast_cpu_ms_per_1000",
+                "server CPU ms / 1000 deliveries, broadcasts",
+            ),
+            ("setup_s", "connect + log in (+ join) all, s"),
+            (
+                "setup_cpu_s",
+                "server CPU to connect + log in (+ join) all, s",
+            ),
+            ("ready", "clients in at the end"),
+            ("join_lines", "JOIN lines the clients read"),
         ],
         "storm" => &[
             ("rtt_p99_before_ms", "chat RTT p99 before, ms"),
