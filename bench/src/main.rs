@@ -448,6 +448,7 @@ fn run(args: RunArgs) -> Result<(), String> {
          then PRIVMSGs to the channel; RSS per connection is the server's growth over that, server CPU is for getting them all in. \
          Limits equally lifted: ngircd no penalties or per-IP limit; InspIRCd sendq 64 MiB soft, 1 GiB hard, no fake lag; \
          ours 1 MiB output per reader, flood control off; ngircd's write buffer per client is compiled in (its own limit). \
+         Storm: IRC clients (the two pingers too) join the channel as well, as a login through our door does. \
          Flood: {} honest users, each sending one private line every {} s (one-way latency), beside one connection \
          broadcasting as fast as its socket takes lines for {} s; ngircd there with its default flood protection.",
         if quick { "quick" } else { "full" },

@@ -377,7 +377,10 @@ pub fn storm(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, Str
     let mut holder: Option<Gen> = None;
     let result = (|| -> Result<Value, String> {
         let g = holder.insert(gen_for(kind, server.addr)?);
-        g.open_all("p", 2, 0, false, Duration::from_secs(30))?;
+        // IRC: everyone joins the channel, the two pingers too, as every
+        // login through our IRC door joins `#chat` (the same IRC workload
+        // on all three; `join` means nothing to the other protocols).
+        g.open_all("p", 2, 0, true, Duration::from_secs(30))?;
         let ping = |g: &mut Gen, until: &mut dyn FnMut(&mut Gen) -> Result<bool, String>| {
             g.ping_start();
             loop {
@@ -391,7 +394,7 @@ pub fn storm(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, Str
         };
         let before_end = Instant::now() + plan.ping_before;
         let before = ping(g, &mut |_| Ok(Instant::now() >= before_end))?;
-        let mut op = g.opener("s", s, 0, false);
+        let mut op = g.opener("s", s, 0, true);
         // A storm: every connection at once (ngircd: 8 at a time, its
         // listen backlog is 10).
         if g.proto() != crate::load::Proto::Irc {
