@@ -25,6 +25,11 @@ pub struct Plan {
     /// channel (every JOIN announced to everyone there: O(N²) lines).
     pub conns_limit: Duration,
     pub join_limit: Duration,
+    /// Clients in the one-channel IRC case.
+    pub channel_connections: usize,
+    /// Idle time after the broadcasts before the connections scenario's
+    /// second RSS reading (zero: none).
+    pub settle: Duration,
     pub broadcasts: usize,
     pub storm: usize,
     pub storm_limit: Duration,
@@ -249,7 +254,10 @@ fn connections_case(
     plan: &Plan,
     workload: Conns,
 ) -> Result<Value, String> {
-    let n = plan.connections;
+    let n = match workload {
+        Conns::Plain => plan.connections,
+        Conns::Channel => plan.channel_connections,
+    };
     let case = workload.case(n);
     let mut server = launch.start(
         kind,
@@ -290,6 +298,7 @@ fn connections_case(
         let mut times = Vec::new();
         let mut bcast_cpu_ns = 0;
         let rss1;
+        let mut rss_settled = None;
         if stopped.is_none() {
             g.idle(Duration::from_millis(500))?;
             rss1 = crate::sys::process_rss(server.pid);
@@ -300,17 +309,26 @@ fn connections_case(
                 times.push(t.as_nanos() as u64);
                 g.idle(Duration::from_millis(100))?;
             }
+            if !plan.settle.is_zero() {
+                // Idle long enough for ours to release the output buffers
+                // of connections that received nothing for a sweep (it
+                // sweeps every 5 s); the others get the same time.
+                g.idle(plan.settle)?;
+                rss_settled = Some(crate::sys::process_rss(server.pid));
+            }
         } else {
             rss1 = crate::sys::process_rss(server.pid);
         }
         times.sort_unstable();
         let ready = g.ready_count();
         let per_conn = rss1.saturating_sub(rss0) as f64 / ready.max(1) as f64;
+        let settled_per_conn =
+            rss_settled.map(|r| r.saturating_sub(rss0) as f64 / ready.max(1) as f64);
         let bcast = (!times.is_empty()).then(|| percentile(&times, 50.0) as f64 / 1e6);
         let bcast_cpu = (!times.is_empty())
             .then(|| bcast_cpu_ns as f64 / 1e6 / (times.len() * (n - 1)) as f64 * 1000.0);
         eprintln!(
-            "  connections {:<8} {case}: {ready} in after {:.1} s (server CPU {setup_cpu_s:.1} s, {joins} JOIN lines read){}; RSS {:.1} -> {:.1} MiB, {per_conn:.0} B/conn; broadcast to all {} (median of {}), server CPU {} ms / 1000 deliveries",
+            "  connections {:<8} {case}: {ready} in after {:.1} s (server CPU {setup_cpu_s:.1} s, {joins} JOIN lines read){}; RSS {:.1} -> {:.1} MiB, {per_conn:.0} B/conn ({} after {:.0} s idle); broadcast to all {} (median of {}), server CPU {} ms / 1000 deliveries",
             kind.name(),
             setup.as_secs_f64(),
             stopped
@@ -318,6 +336,8 @@ fn connections_case(
                 .map_or(String::new(), |s| format!(", STOPPED: {s}")),
             rss0 as f64 / 1048576.0,
             rss1 as f64 / 1048576.0,
+            settled_per_conn.map_or("-".into(), |v| format!("{v:.0}")),
+            plan.settle.as_secs_f64(),
             bcast.map_or("-".into(), |b| format!("{b:.2} ms")),
             times.len(),
             bcast_cpu.map_or("-".into(), |c| format!("{c:.4}")),
@@ -340,6 +360,9 @@ fn connections_case(
             "rss_start_bytes": rss0,
             "rss_bytes": rss1,
             "rss_per_conn_bytes": per_conn,
+            "rss_settled_bytes": rss_settled,
+            "rss_settled_per_conn_bytes": settled_per_conn,
+            "settle_s": plan.settle.as_secs_f64(),
             "broadcast_ms": bcast,
             "broadcast_max_ms": times.last().map(|&t| t as f64 / 1e6),
             "bcast_cpu_ms_per_1000": bcast_cpu,
