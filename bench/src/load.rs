@@ -138,6 +138,24 @@ pub struct Opener {
     pub started: Instant,
 }
 
+/// How far [`Gen::open_bounded`] got.
+#[derive(Debug)]
+pub struct Opened {
+    /// Clients of this batch that are in.
+    pub ready: usize,
+    pub started: Instant,
+    pub elapsed: Duration,
+    /// Why it stopped before all were in.
+    pub stopped: Option<Stop>,
+}
+
+#[derive(Debug)]
+pub enum Stop {
+    TimeLimit,
+    /// A client was refused or closed, or a socket call failed.
+    Error(String),
+}
+
 /// Per-phase delivery bookkeeping.
 #[derive(Default)]
 struct Track {
@@ -233,6 +251,10 @@ pub struct Gen {
     retries: Vec<(Instant, usize)>,
     ready: usize,
     failed: usize,
+    /// IRC `JOIN` lines the clients have read, all together: the
+    /// connections scenario's check that a server announced every join to
+    /// everyone already in the channel.
+    joins_seen: u64,
     next_seq: u64,
     track: Track,
     /// Logins in progress at once, if not the protocol's usual window.
@@ -295,6 +317,7 @@ impl Gen {
             retries: Vec::new(),
             ready: 0,
             failed: 0,
+            joins_seen: 0,
             next_seq: 0,
             track: Track::default(),
             open_window: None,
@@ -334,6 +357,27 @@ impl Gen {
 
     pub fn len(&self) -> usize {
         self.clients.len()
+    }
+
+    /// Clients logged in (IRC: in the channel) and not closed since.
+    pub fn ready_count(&self) -> usize {
+        self.clients
+            .iter()
+            .filter(|c| c.state == State::Ready)
+            .count()
+    }
+
+    /// Clients the server closed (before or after they were in).
+    pub fn closed_count(&self) -> usize {
+        self.clients
+            .iter()
+            .filter(|c| c.state == State::Failed)
+            .count()
+    }
+
+    /// IRC `JOIN` lines read so far, by all clients together.
+    pub fn joins_seen(&self) -> u64 {
+        self.joins_seen
     }
 
     fn now_ns(&self) -> u64 {
@@ -452,24 +496,53 @@ impl Gen {
         join: bool,
         limit: Duration,
     ) -> Result<Duration, String> {
+        let o = self.open_bounded(prefix, total, opers, join, limit);
+        match o.stopped {
+            None => Ok(o.elapsed),
+            Some(Stop::TimeLimit) => Err(format!(
+                "only {} of {total} clients logged in within {limit:?}",
+                o.ready
+            )),
+            Some(Stop::Error(e)) => Err(e),
+        }
+    }
+
+    /// Opens and logs in `total` clients until all are in, `limit` has
+    /// passed, or the server refused or closed one: never fails, says how
+    /// far it got (the connections scenario reports a server that could not
+    /// finish as what it reached).
+    pub fn open_bounded(
+        &mut self,
+        prefix: &str,
+        total: usize,
+        opers: usize,
+        join: bool,
+        limit: Duration,
+    ) -> Opened {
         let mut op = self.opener(prefix, total, opers, join);
         let first = op.first;
-        loop {
-            if self.open_step(&mut op)? {
-                break;
+        let stopped = loop {
+            match self.open_step(&mut op) {
+                Ok(true) => break None,
+                Ok(false) => {}
+                Err(e) => break Some(Stop::Error(e)),
             }
             if op.started.elapsed() > limit {
-                let ready = self.clients[first..]
-                    .iter()
-                    .filter(|c| c.state == State::Ready)
-                    .count();
-                return Err(format!(
-                    "only {ready} of {total} clients logged in within {limit:?}"
-                ));
+                break Some(Stop::TimeLimit);
             }
-            self.pump(Some(Duration::from_millis(5)))?;
+            if let Err(e) = self.pump(Some(Duration::from_millis(5))) {
+                break Some(Stop::Error(e));
+            }
+        };
+        Opened {
+            ready: self.clients[first..]
+                .iter()
+                .filter(|c| c.state == State::Ready)
+                .count(),
+            started: op.started,
+            elapsed: op.started.elapsed(),
+            stopped,
         }
-        Ok(op.started.elapsed())
     }
 
     /// One poll turn: connects, reads, answers, retries.
@@ -658,6 +731,16 @@ impl Gen {
             let lat = (now.duration_since(self.t0).as_nanos() as u64).saturating_sub(ts);
             self.on_payload(idx, kind, lat, ts, seq, from, phase, now);
             return;
+        }
+        if matches!(self.proto, Proto::Irc | Proto::IrcDoor) {
+            // `:nick!user@host JOIN #channel`: counted, and of no other
+            // use to the generator (10 000 joins to one channel are 50
+            // million of them).
+            let mut words = line.splitn(3, |&b| b == b' ');
+            if words.nth(1) == Some(b"JOIN") {
+                self.joins_seen += 1;
+                return;
+            }
         }
         match self.proto {
             Proto::Chat | Proto::Ws => self.on_chat_line(idx, line),

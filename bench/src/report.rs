@@ -32,8 +32,22 @@ fn metrics(scenario: &str) -> &'static [(&'static str, &'static str)] {
         ],
         "connections" => &[
             ("rss_per_conn_bytes", "server RSS / connection, bytes"),
+            (
+                "rss_settled_per_conn_bytes",
+                "server RSS / connection after 11 s idle, bytes",
+            ),
             ("broadcast_ms", "one broadcast reaches all, ms"),
-            ("setup_s", "connect + log in all, s"),
+            (
+                "bcast_cpu_ms_per_1000",
+                "server CPU ms / 1000 deliveries, broadcasts",
+            ),
+            ("setup_s", "connect + log in (+ join) all, s"),
+            (
+                "setup_cpu_s",
+                "server CPU to connect + log in (+ join) all, s",
+            ),
+            ("ready", "clients in at the end"),
+            ("join_lines", "JOIN lines the clients read"),
         ],
         "storm" => &[
             ("rtt_p99_before_ms", "chat RTT p99 before, ms"),
@@ -71,13 +85,42 @@ pub struct Row {
     pub label: &'static str,
     pub values: BTreeMap<&'static str, f64>,
     pub reps: usize,
+    /// Servers that did not get every client in within the connections
+    /// scenario's bound in some repetition: their figures are what they
+    /// reached, not comparable, so no ratio is taken with them.
+    pub partial: Vec<&'static str>,
 }
 
 impl Row {
     fn ratio(&self, a: &str, b: &str) -> Option<f64> {
+        if self.partial.iter().any(|p| *p == a || *p == b) {
+            return None;
+        }
         let (x, y) = (self.values.get(a)?, self.values.get(b)?);
         (*y != 0.0).then(|| x / y)
     }
+
+    /// A value for the table: a server that stopped short shows its time
+    /// and CPU as lower bounds.
+    fn show(&self, server: &str) -> String {
+        let v = self.values.get(server).copied();
+        let partial = self.partial.contains(&server);
+        if partial && v.is_some() && matches!(self.metric, "setup_s" | "setup_cpu_s") {
+            format!("> {} (stopped)", fmt(v))
+        } else if partial && v.is_some() {
+            format!("{} (stopped)", fmt(v))
+        } else {
+            fmt(v)
+        }
+    }
+}
+
+/// What a connections case that stopped short (the time bound, a client
+/// refused) still says: how long, how much CPU, how many got in.
+const PARTIAL_METRICS: [&str; 4] = ["setup_s", "setup_cpu_s", "ready", "join_lines"];
+
+fn stopped_short(r: &Value) -> bool {
+    r["scenario"] == "connections" && r["completed"] == false
 }
 
 pub fn summarize(records: &[Value]) -> Vec<Row> {
@@ -97,14 +140,22 @@ pub fn summarize(records: &[Value]) -> Vec<Row> {
         for &(metric, label) in metrics(&scenario) {
             let mut values = BTreeMap::new();
             let mut reps = 0;
+            let mut partial = Vec::new();
             for server in MEASURED {
-                let samples: Vec<f64> = records
+                let mine: Vec<&Value> = records
                     .iter()
                     .filter(|r| {
                         r["scenario"] == scenario.as_str()
                             && r["case"] == case.as_str()
                             && r["server"] == server
                     })
+                    .collect();
+                if mine.iter().any(|r| stopped_short(r)) {
+                    partial.push(server);
+                }
+                let samples: Vec<f64> = mine
+                    .iter()
+                    .filter(|r| !stopped_short(r) || PARTIAL_METRICS.contains(&metric))
                     .filter_map(|r| r[metric].as_f64())
                     .collect();
                 reps = reps.max(samples.len());
@@ -119,6 +170,7 @@ pub fn summarize(records: &[Value]) -> Vec<Row> {
                 label,
                 values,
                 reps,
+                partial,
             });
         }
     }
@@ -364,22 +416,21 @@ pub fn markdown(rows: &[Row], flood: &[FloodRow], targets: &[Value], header: &st
         s.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     }
     for r in rows {
-        let get = |k: &str| r.values.get(k).copied();
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.scenario,
             r.case,
             r.label,
-            fmt(get("floor")),
-            fmt(get("ours")),
-            fmt(get("ours-irc")),
-            fmt(get("ngircd")),
-            fmt(get("inspircd")),
+            r.show("floor"),
+            r.show("ours"),
+            r.show("ours-irc"),
+            r.show("ngircd"),
+            r.show("inspircd"),
             fmt(r.ratio("ours", "ngircd")),
             fmt(r.ratio("ours-irc", "ngircd")),
             fmt(r.ratio("ours-irc", "inspircd")),
             fmt(r.ratio("ours", "floor")),
-            fmt(get("ours-ws")),
+            r.show("ours-ws"),
             fmt(r.ratio("ours-ws", "ours")),
         ));
     }
@@ -387,7 +438,9 @@ pub fn markdown(rows: &[Row], flood: &[FloodRow], targets: &[Value], header: &st
         s.push('\n');
         s.push_str(&flood_markdown(flood));
     }
-    s.push_str("\n| target | measured | met |\n|---|---|---|\n");
+    if !targets.is_empty() {
+        s.push_str("\n| target | measured | met |\n|---|---|---|\n");
+    }
     for t in targets {
         let met = match t["met"].as_bool() {
             Some(true) => "yes",
@@ -562,6 +615,27 @@ mod tests {
     fn rec(case: FloodCase, p99: f64, gone: u64) -> Value {
         json!({"scenario": "flood", "case": case.name(), "server": case.kind().name(),
                "p50_ms": p99 / 4.0, "p99_ms": p99, "disconnected": gone})
+    }
+
+    #[test]
+    fn a_server_that_stopped_short_is_shown_as_such_and_not_compared() {
+        let case = "N=10 in one IRC channel";
+        let records = vec![
+            json!({"scenario": "connections", "case": case, "server": "ours-irc",
+                   "completed": true, "setup_s": 90.0, "rss_per_conn_bytes": 100.0, "ready": 10}),
+            json!({"scenario": "connections", "case": case, "server": "inspircd",
+                   "completed": true, "setup_s": 60.0, "rss_per_conn_bytes": 200.0, "ready": 10}),
+            json!({"scenario": "connections", "case": case, "server": "ngircd",
+                   "completed": false, "setup_s": 240.0, "rss_per_conn_bytes": 50.0, "ready": 4}),
+        ];
+        let rows = summarize(&records);
+        let row = |m| find(&rows, "connections", case, m).unwrap();
+        assert_eq!(row("setup_s").show("ngircd"), "> 240.0 (stopped)");
+        assert_eq!(row("ready").show("ngircd"), "4.000 (stopped)");
+        // What it had when it stopped is no figure of the whole workload.
+        assert_eq!(row("rss_per_conn_bytes").show("ngircd"), "-");
+        assert_eq!(row("setup_s").ratio("ours-irc", "ngircd"), None);
+        assert_eq!(row("setup_s").ratio("ours-irc", "inspircd"), Some(1.5));
     }
 
     #[test]

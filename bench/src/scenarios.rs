@@ -21,6 +21,15 @@ pub struct Plan {
     pub phase: Duration,
     pub drain: Duration,
     pub connections: usize,
+    /// Bounds on getting all N in: without a channel, and in one IRC
+    /// channel (every JOIN announced to everyone there: O(N²) lines).
+    pub conns_limit: Duration,
+    pub join_limit: Duration,
+    /// Clients in the one-channel IRC case.
+    pub channel_connections: usize,
+    /// Idle time after the broadcasts before the connections scenario's
+    /// second RSS reading (zero: none).
+    pub settle: Duration,
     pub broadcasts: usize,
     pub storm: usize,
     pub storm_limit: Duration,
@@ -194,9 +203,62 @@ pub fn fanout(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, St
     Ok(out)
 }
 
-/// Connections: N logged-in clients; RSS per connection; one broadcast to all.
+/// The connections scenario's two workloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conns {
+    /// N logged-in clients and no channel: the line protocol (a login
+    /// announces nothing to the others), and ngircd and InspIRCd with no
+    /// JOIN, the broadcast an operator's PRIVMSG to the server mask.
+    Plain,
+    /// The IRC workload, the same on every IRC server: N clients register
+    /// and are in one channel (ours: `#chat`, joined by the NickServ login;
+    /// ngircd, InspIRCd: `JOIN #bench` after the welcome), each JOIN
+    /// announced to everyone already there (N(N+1)/2 JOIN lines), then
+    /// PRIVMSGs to the channel.
+    Channel,
+}
+
+impl Conns {
+    /// The workloads `kind` runs: ours through its IRC door only the
+    /// channel one (a login through it is a JOIN to `#chat`), the line
+    /// protocol's servers only the plain one, ngircd and InspIRCd both.
+    pub fn for_kind(kind: Kind) -> &'static [Conns] {
+        match kind {
+            Kind::OursIrc => &[Conns::Channel],
+            Kind::Ngircd | Kind::Inspircd => &[Conns::Plain, Conns::Channel],
+            Kind::Floor | Kind::Ours | Kind::OursWs => &[Conns::Plain],
+        }
+    }
+
+    pub fn case(self, n: usize) -> String {
+        match self {
+            Conns::Plain => format!("N={n}"),
+            Conns::Channel => format!("N={n} in one IRC channel"),
+        }
+    }
+}
+
+/// Connections: N logged-in clients (see [`Conns`]); RSS per connection;
+/// server CPU to get them all in; one broadcast to all, timed.
 pub fn connections(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, String> {
-    let n = plan.connections;
+    let mut out = Vec::new();
+    for &w in Conns::for_kind(kind) {
+        out.push(connections_case(launch, kind, plan, w)?);
+    }
+    Ok(out)
+}
+
+fn connections_case(
+    launch: &Launch,
+    kind: Kind,
+    plan: &Plan,
+    workload: Conns,
+) -> Result<Value, String> {
+    let n = match workload {
+        Conns::Plain => plan.connections,
+        Conns::Channel => plan.channel_connections,
+    };
+    let case = workload.case(n);
     let mut server = launch.start(
         kind,
         &Start {
@@ -211,57 +273,112 @@ pub fn connections(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value
         std::thread::sleep(Duration::from_millis(200));
         let rss0 = crate::sys::process_rss(server.pid);
         let g = holder.insert(gen_for(kind, server.addr)?);
-        // IRC: no channel (N joins would send N²/2 JOIN lines); the broadcast
-        // is an operator's PRIVMSG to the server mask.
-        let setup = g.open_all("u", n, 1, false, Duration::from_secs(300))?;
-        let dest = if matches!(kind, Kind::Ngircd | Kind::Inspircd) {
-            Dest::Everyone
-        } else {
-            Dest::All
+        let channel = workload == Conns::Channel;
+        // Plain IRC: no channel; the broadcast is an operator's PRIVMSG to
+        // the server mask, so client 0 OPERs up.
+        let (opers, dest, limit) = match (workload, kind.proto()) {
+            (Conns::Plain, crate::load::Proto::Irc) => (1, Dest::Everyone, plan.conns_limit),
+            (Conns::Channel, _) => (0, Dest::All, plan.join_limit),
+            _ => (0, Dest::All, plan.conns_limit),
         };
-        g.broadcast_time(0, dest, n - 1, Duration::from_secs(30))?;
-        g.idle(Duration::from_millis(500))?;
-        let rss1 = crate::sys::process_rss(server.pid);
+        let cpu0 = crate::sys::process_cpu_ns(server.pid);
+        let opened = g.open_bounded("u", n, opers, channel, limit);
+        let stopped = opened.stopped.as_ref().map(|s| match s {
+            crate::load::Stop::TimeLimit => format!("time limit of {limit:?} passed"),
+            crate::load::Stop::Error(e) => e.clone(),
+        });
+        if stopped.is_none() {
+            // A barrier: once it reached everyone, so did every JOIN line
+            // sent before it. Getting all in ends there.
+            g.broadcast_time(0, dest, n - 1, Duration::from_secs(60))?;
+        }
+        let setup = opened.started.elapsed();
+        let setup_cpu_s = crate::sys::process_cpu_ns(server.pid).saturating_sub(cpu0) as f64 / 1e9;
+        let joins = g.joins_seen();
         let mut times = Vec::new();
-        for _ in 0..plan.broadcasts {
-            let t = g.broadcast_time(0, dest, n - 1, Duration::from_secs(30))?;
-            times.push(t.as_nanos() as u64);
-            g.idle(Duration::from_millis(100))?;
+        let mut bcast_cpu_ns = 0;
+        let rss1;
+        let mut rss_settled = None;
+        if stopped.is_none() {
+            g.idle(Duration::from_millis(500))?;
+            rss1 = crate::sys::process_rss(server.pid);
+            for _ in 0..plan.broadcasts {
+                let c0 = crate::sys::process_cpu_ns(server.pid);
+                let t = g.broadcast_time(0, dest, n - 1, Duration::from_secs(30))?;
+                bcast_cpu_ns += crate::sys::process_cpu_ns(server.pid).saturating_sub(c0);
+                times.push(t.as_nanos() as u64);
+                g.idle(Duration::from_millis(100))?;
+            }
+            if !plan.settle.is_zero() {
+                // Idle long enough for ours to release the output buffers
+                // of connections that received nothing for a sweep (it
+                // sweeps every 5 s); the others get the same time.
+                g.idle(plan.settle)?;
+                rss_settled = Some(crate::sys::process_rss(server.pid));
+            }
+        } else {
+            rss1 = crate::sys::process_rss(server.pid);
         }
         times.sort_unstable();
-        let per_conn = rss1.saturating_sub(rss0) as f64 / n as f64;
-        let bcast = percentile(&times, 50.0) as f64 / 1e6;
+        let ready = g.ready_count();
+        let per_conn = rss1.saturating_sub(rss0) as f64 / ready.max(1) as f64;
+        let settled_per_conn =
+            rss_settled.map(|r| r.saturating_sub(rss0) as f64 / ready.max(1) as f64);
+        let bcast = (!times.is_empty()).then(|| percentile(&times, 50.0) as f64 / 1e6);
+        let bcast_cpu = (!times.is_empty())
+            .then(|| bcast_cpu_ns as f64 / 1e6 / (times.len() * (n - 1)) as f64 * 1000.0);
         eprintln!(
-            "  connections {:<6} N={n}: RSS {:.1} -> {:.1} MiB, {per_conn:.0} B/conn; broadcast to all {bcast:.2} ms (median of {}); setup {:.1} s",
+            "  connections {:<8} {case}: {ready} in after {:.1} s (server CPU {setup_cpu_s:.1} s, {joins} JOIN lines read){}; RSS {:.1} -> {:.1} MiB, {per_conn:.0} B/conn ({} after {:.0} s idle); broadcast to all {} (median of {}), server CPU {} ms / 1000 deliveries",
             kind.name(),
+            setup.as_secs_f64(),
+            stopped
+                .as_ref()
+                .map_or(String::new(), |s| format!(", STOPPED: {s}")),
             rss0 as f64 / 1048576.0,
             rss1 as f64 / 1048576.0,
+            settled_per_conn.map_or("-".into(), |v| format!("{v:.0}")),
+            plan.settle.as_secs_f64(),
+            bcast.map_or("-".into(), |b| format!("{b:.2} ms")),
             times.len(),
-            setup.as_secs_f64()
+            bcast_cpu.map_or("-".into(), |c| format!("{c:.4}")),
         );
         Ok(json!({
             "scenario": "connections",
-            "case": format!("N={n}"),
+            "case": case,
             "server": kind.name(),
+            "workload": match workload {
+                Conns::Plain => "plain",
+                Conns::Channel => "channel",
+            },
             "clients": n,
-            "hash_params": if matches!(kind, Kind::Ours | Kind::OursIrc) { LOW_HASH } else { "" },
+            "completed": stopped.is_none(),
+            "stopped": stopped,
+            "ready": ready,
+            "closed": g.closed_count(),
+            "join_lines": joins,
+            "hash_params": if matches!(kind, Kind::Ours | Kind::OursIrc | Kind::OursWs) { LOW_HASH } else { "" },
             "rss_start_bytes": rss0,
             "rss_bytes": rss1,
             "rss_per_conn_bytes": per_conn,
+            "rss_settled_bytes": rss_settled,
+            "rss_settled_per_conn_bytes": settled_per_conn,
+            "settle_s": plan.settle.as_secs_f64(),
             "broadcast_ms": bcast,
-            "broadcast_max_ms": times.last().copied().unwrap_or(0) as f64 / 1e6,
+            "broadcast_max_ms": times.last().map(|&t| t as f64 / 1e6),
+            "bcast_cpu_ms_per_1000": bcast_cpu,
             "setup_s": setup.as_secs_f64(),
+            "setup_cpu_s": setup_cpu_s,
         }))
     })();
     let alive = server.alive();
-    let result = result.map_err(|e| format!("{e}; server log: {}", server.log_tail()));
+    let result = result.map_err(|e| format!("{case}: {e}; server log: {}", server.log_tail()));
     server.stop();
     drop(holder);
     let v = result?;
     if !alive {
-        return Err(format!("{} died during the run", kind.name()));
+        return Err(format!("{} died during the run ({case})", kind.name()));
     }
-    Ok(vec![v])
+    Ok(v)
 }
 
 /// Login storm: S connections register and log in (default hash cost) while
@@ -283,7 +400,10 @@ pub fn storm(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, Str
     let mut holder: Option<Gen> = None;
     let result = (|| -> Result<Value, String> {
         let g = holder.insert(gen_for(kind, server.addr)?);
-        g.open_all("p", 2, 0, false, Duration::from_secs(30))?;
+        // IRC: everyone joins the channel, the two pingers too, as every
+        // login through our IRC door joins `#chat` (the same IRC workload
+        // on all three; `join` means nothing to the other protocols).
+        g.open_all("p", 2, 0, true, Duration::from_secs(30))?;
         let ping = |g: &mut Gen, until: &mut dyn FnMut(&mut Gen) -> Result<bool, String>| {
             g.ping_start();
             loop {
@@ -297,7 +417,7 @@ pub fn storm(launch: &Launch, kind: Kind, plan: &Plan) -> Result<Vec<Value>, Str
         };
         let before_end = Instant::now() + plan.ping_before;
         let before = ping(g, &mut |_| Ok(Instant::now() >= before_end))?;
-        let mut op = g.opener("s", s, 0, false);
+        let mut op = g.opener("s", s, 0, true);
         // A storm: every connection at once (ngircd: 8 at a time, its
         // listen backlog is 10).
         if g.proto() != crate::load::Proto::Irc {
