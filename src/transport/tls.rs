@@ -33,6 +33,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use crate::server::output::OutputBuffer;
 use crate::wire::framing::LineBuffer;
 
+/// How many shared batches a TLS reader holds at most; the next is copied.
+const MAX_SHARED: usize = 8;
+
 /// A handshake not finished this long after the connection was accepted
 /// closes the connection (SPEC section 8.1).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,9 +87,11 @@ pub fn load_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String>
 /// One TLS connection's state: rustls's, and this turn's staged plaintext.
 pub struct TlsTransport {
     tls: ServerConnection,
-    /// A turn's broadcasts shared with other readers, not yet sealed; it
-    /// comes before `staged`.
-    shared: Option<Rc<Vec<u8>>>,
+    /// Batches of broadcasts shared with other readers, not yet sealed, in
+    /// order; they come before `staged`. Several when the reader was not
+    /// written between batches (a round of readers is written a slice per
+    /// turn).
+    shared: Vec<Rc<Vec<u8>>>,
     /// Plaintext queued since the last flush, sealed into records by
     /// [`write`](Self::write) (or when the handshake completes).
     staged: Vec<u8>,
@@ -118,7 +123,7 @@ impl TlsTransport {
         tls.set_buffer_limit(None);
         Ok(Self {
             tls,
-            shared: None,
+            shared: Vec::new(),
             staged: Vec::new(),
             used: false,
             done: false,
@@ -134,23 +139,24 @@ impl TlsTransport {
     /// Plaintext staged and not yet sealed.
     #[inline]
     pub fn staged(&self) -> usize {
-        self.staged.len() + self.shared.as_ref().map_or(0, |b| b.len())
+        self.staged.len() + self.shared.iter().map(|b| b.len()).sum::<usize>()
     }
 
     /// Takes a batch of broadcasts shared with other readers instead of a
-    /// copy, when nothing else is staged (so the order holds) and the
-    /// connection carries chat. Adds exactly `batch.len()` to
-    /// [`staged`](Self::staged); false if it did not take it.
+    /// copy, when nothing of its own is staged (so the order holds), it
+    /// holds fewer than [`MAX_SHARED`] and the connection carries chat.
+    /// Adds exactly `batch.len()` to [`staged`](Self::staged); false if it
+    /// did not take it.
     #[inline]
     pub fn share(&mut self, batch: &Rc<Vec<u8>>) -> bool {
-        if self.shared.is_some()
+        if self.shared.len() >= MAX_SHARED
             || !self.staged.is_empty()
             || self.done
             || self.tls.is_handshaking()
         {
             return false;
         }
-        self.shared = Some(Rc::clone(batch));
+        self.shared.push(Rc::clone(batch));
         self.used = true;
         true
     }
@@ -207,7 +213,7 @@ impl TlsTransport {
             Err(e) => {
                 self.done = true;
                 self.staged.clear();
-                self.shared = None;
+                self.shared.clear();
                 // The alert rustls queued for this error.
                 self.drain(out);
                 return Err(io::Error::new(ErrorKind::InvalidData, e));
@@ -271,7 +277,7 @@ impl TlsTransport {
         self.seal(out);
         self.done = true;
         self.staged.clear();
-        self.shared = None;
+        self.shared.clear();
         self.tls.send_close_notify();
         self.drain(out);
     }
@@ -281,9 +287,11 @@ impl TlsTransport {
     pub fn sweep(&mut self) -> usize {
         let idle = !self.used;
         self.used = false;
-        if idle && self.staged.is_empty() && self.staged.capacity() > 0 {
-            let freed = self.staged.capacity();
+        let held = self.staged.capacity() + self.shared.capacity();
+        if idle && self.staged() == 0 && held > 0 {
+            let freed = self.staged.capacity() + self.shared.capacity() * size_of::<Rc<Vec<u8>>>();
             self.staged = Vec::new();
+            self.shared = Vec::new();
             freed
         } else {
             0
@@ -296,7 +304,7 @@ impl TlsTransport {
         if self.done {
             // Nothing may follow close_notify or a fatal alert.
             self.staged.clear();
-            self.shared = None;
+            self.shared.clear();
             return;
         }
         if self.staged() == 0 || self.tls.is_handshaking() {
@@ -309,20 +317,21 @@ impl TlsTransport {
     /// Hands everything staged, shared part first, to rustls, which seals
     /// it into records (as few as 16 KiB records allow).
     fn hand_over(&mut self) {
-        let shared = self.shared.take();
-        let parts = [
-            IoSlice::new(shared.as_deref().map_or(&[][..], Vec::as_slice)),
-            IoSlice::new(&self.staged),
-        ];
-        // One part if the other is empty: rustls then borrows it as it is.
-        let parts = match (parts[0].is_empty(), parts[1].is_empty()) {
-            (true, _) => &parts[1..],
-            (false, true) => &parts[..1],
-            (false, false) => &parts[..],
-        };
+        let mut parts = [IoSlice::new(&[]); MAX_SHARED + 1];
+        let mut count = 0;
+        for batch in &self.shared {
+            parts[count] = IoSlice::new(batch);
+            count += 1;
+        }
+        if !self.staged.is_empty() {
+            parts[count] = IoSlice::new(&self.staged);
+            count += 1;
+        }
         // Cannot fail or fall short: with no buffer limit the writer takes
-        // everything.
-        let _ = self.tls.writer().write_vectored(parts);
+        // everything. One part is borrowed as it is; several are sealed
+        // together, uncopied.
+        let _ = self.tls.writer().write_vectored(&parts[..count]);
+        self.shared.clear();
         self.staged.clear();
     }
 
@@ -467,10 +476,12 @@ mod tests {
         assert!(!server.is_handshaking());
         assert!(server.share(&batch));
         assert_eq!(server.staged(), batch.len());
-        // Only one shared piece at a time, and none behind staged bytes.
-        assert!(!server.share(&batch));
+        // Another batch is shared too, but none behind staged bytes.
+        assert!(server.share(&batch));
+        assert_eq!(Rc::strong_count(&batch), 3);
         server.encode(b"Pesan pribadi\n");
-        assert_eq!(server.staged(), batch.len() + 14);
+        assert!(!server.share(&batch));
+        assert_eq!(server.staged(), 2 * batch.len() + 14);
         let mut wire = Vec::new();
         server.write(&mut wire, &mut out).unwrap();
         assert_eq!(server.staged(), 0);
@@ -486,7 +497,7 @@ mod tests {
         client.process_new_packets().unwrap();
         let mut got = Vec::new();
         let _ = client.reader().read_to_end(&mut got);
-        assert_eq!(got, b"[a] one\n[b] two\nPesan pribadi\n");
+        assert_eq!(got, b"[a] one\n[b] two\n[a] one\n[b] two\nPesan pribadi\n");
         // Staged bytes first: a batch may not jump ahead of them.
         server.encode(b"reply\n");
         assert!(!server.share(&batch));
