@@ -870,13 +870,20 @@ impl Server {
                 break;
             }
             self.broadcasting.pop_front();
-            if let Some(conn) = self.io.conns.get_mut(id.key())
-                && conn.id == id
-                && conn.phase == Phase::Broadcasting
-            {
-                conn.phase = Phase::Open;
-                self.read(id.key(), now);
-            }
+            self.resume(id, Phase::Broadcasting, now);
+        }
+    }
+
+    /// Reads and feeds again a connection that waited in `phase`, if it is
+    /// still open and still waiting (it may have been closed meanwhile, its
+    /// slot even taken by a newer connection).
+    fn resume(&mut self, id: ConnId, phase: Phase, now: Instant) {
+        if let Some(conn) = self.io.conns.get_mut(id.key())
+            && conn.id == id
+            && conn.phase == phase
+        {
+            conn.phase = Phase::Open;
+            self.read(id.key(), now);
         }
     }
 
@@ -1109,13 +1116,8 @@ impl Server {
                 return;
             };
             self.settle();
-            if let Some(id) = resumed
-                && let Some(conn) = self.io.conns.get_mut(id.key())
-                && conn.id == id
-                && conn.phase == Phase::Held
-            {
-                conn.phase = Phase::Open;
-                self.read(id.key(), now);
+            if let Some(id) = resumed {
+                self.resume(id, Phase::Held, now);
             }
         }
     }
@@ -1149,13 +1151,7 @@ impl Server {
                 break;
             }
             self.paused.pop();
-            if let Some(conn) = self.io.conns.get_mut(id.key())
-                && conn.id == id
-                && conn.phase == Phase::Paused
-            {
-                conn.phase = Phase::Open;
-                self.read(id.key(), now);
-            }
+            self.resume(id, Phase::Paused, now);
         }
         while let Some(&(at, id)) = self.lingering.front() {
             if at > now {
