@@ -7,15 +7,13 @@
 //! [`super::worker`].
 
 use std::fmt;
-use std::fs::{File, OpenOptions, Permissions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use log::{error, warn};
+use log::warn;
 
+use super::file::{StoreFile, sync_parent_dir};
 use super::hash::ParamCounts;
-use super::lock::try_lock;
 use super::parse::{Tail, parse_accounts};
 
 pub use super::hash::HashParams;
@@ -46,10 +44,7 @@ impl std::error::Error for LoadError {}
 /// server can open it while this one runs.
 #[derive(Debug)]
 pub struct AccountFile {
-    file: File,
-    /// Length of the file up to its last whole line: where a failed append is
-    /// cut back to.
-    len: u64,
+    file: StoreFile,
     /// The cost of each stored hash, for the dummy hash of unknown names.
     counts: ParamCounts,
 }
@@ -68,17 +63,14 @@ impl AccountFile {
             line,
             reason,
         };
-        let (file, bytes) = open_store_file(path).map_err(|e| fail(None, e))?;
+        let (mut file, bytes) = StoreFile::open(path).map_err(|e| fail(None, e))?;
         let parsed = parse_accounts(&bytes).map_err(|bad| fail(Some(bad.line), bad.reason))?;
         let mut counts = ParamCounts::default();
         for account in &parsed.accounts {
             counts.add(account.params);
         }
-        let mut store = AccountFile {
-            file,
-            len: parsed.keep as u64,
-            counts,
-        };
+        file.keep(parsed.keep as u64);
+        let mut store = AccountFile { file, counts };
         match parsed.tail {
             Tail::Whole => {}
             Tail::Torn => {
@@ -87,7 +79,10 @@ impl AccountFile {
                     path.display(),
                     bytes.len() - parsed.keep
                 );
-                store.cut_back().map_err(|e| fail(None, e.to_string()))?;
+                store
+                    .file
+                    .cut_back()
+                    .map_err(|e| fail(None, e.to_string()))?;
             }
             Tail::MissingNewline => {
                 warn!(
@@ -95,11 +90,12 @@ impl AccountFile {
                     path.display()
                 );
                 store
-                    .write_synced(b"\n")
+                    .file
+                    .append(b"\n")
                     .map_err(|e| fail(None, format!("cannot add the final newline: {e}")))?;
             }
         }
-        if store.len == 0 {
+        if store.file.len() == 0 {
             store
                 .append_line(HEADER)
                 .map_err(|e| fail(None, e.to_string()))?;
@@ -128,87 +124,7 @@ impl AccountFile {
         let mut bytes = Vec::with_capacity(line.len() + 1);
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
-        self.write_synced(&bytes)
-    }
-
-    /// Appends `bytes` and fsyncs; on failure cuts back to the last whole line.
-    fn write_synced(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let written = self
-            .file
-            .write_all(bytes)
-            .and_then(|()| self.file.sync_data());
-        match written {
-            Ok(()) => {
-                self.len += bytes.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                if let Err(cut) = self.cut_back() {
-                    error!("accounts file: cannot cut back a failed write: {cut}");
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn cut_back(&mut self) -> io::Result<()> {
-        self.file.set_len(self.len)?;
-        self.file.sync_data()
-    }
-}
-
-/// Makes a file that group or others may read or write private (0600), with a
-/// warning: password hashes are for this server only, and an offline guess
-/// at a weak password needs nothing more than the hash.
-/// Opens a store file the way every store file is opened: created with mode
-/// 0600 and for appending, locked against a second server, made private if
-/// others could read it, and read whole, before anything is written.
-pub(crate) fn open_store_file(path: &Path) -> Result<(File, Vec<u8>), String> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    try_lock(&file)?;
-    make_private(&file, path)?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
-    Ok((file, bytes))
-}
-
-pub(crate) fn make_private(file: &File, path: &Path) -> Result<(), String> {
-    let mode = file
-        .metadata()
-        .map_err(|e| format!("cannot stat: {e}"))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        file.set_permissions(Permissions::from_mode(0o600))
-            .map_err(|e| {
-                format!(
-                    "mode {:o} lets others read it, and chmod 0600 failed: {e}",
-                    mode & 0o7777
-                )
-            })?;
-        warn!(
-            "{}: was mode {:o}, open to group or others; made it 0600",
-            path.display(),
-            mode & 0o7777
-        );
-    }
-    Ok(())
-}
-
-/// Makes a newly created file's directory entry durable too.
-pub(crate) fn sync_parent_dir(path: &Path) {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
-        warn!("cannot fsync directory {}: {e}", dir.display());
+        self.file.append(&bytes)
     }
 }
 
@@ -216,6 +132,7 @@ pub(crate) fn sync_parent_dir(path: &Path) {
 mod tests {
     use super::*;
     use crate::store::hash::Hasher;
+    use std::fs::Permissions;
 
     fn temp_path(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("chat-accounts-{}-{name}", std::process::id()));

@@ -15,7 +15,7 @@
 //! dropping delivered messages, broadcasts beyond `--replay` and anything
 //! older than `--history-days`. Message text is never logged.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -26,7 +26,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{error, info, warn};
 
-use super::accounts::{LoadError, open_store_file, sync_parent_dir};
+use super::accounts::LoadError;
+use super::file::{StoreFile, sync_parent_dir};
 use super::history_parse::{HEADER, Live, Record, parse_history, push_line};
 use super::lock::try_lock;
 use crate::core::history::{HistoryDone, HistoryJob, Loaded};
@@ -68,10 +69,7 @@ pub fn unix_now() -> i64 {
 /// The open, locked history file, positioned for appending.
 #[derive(Debug)]
 pub struct HistoryFile {
-    file: File,
-    path: PathBuf,
-    /// Length up to the last whole line: where a failed write is cut back to.
-    len: u64,
+    file: StoreFile,
     live: Live,
     /// Records older than this many days are dropped at compaction.
     days: u32,
@@ -97,16 +95,15 @@ impl HistoryFile {
             line,
             reason,
         };
-        let (file, bytes) = open_store_file(path).map_err(|e| fail(None, e))?;
+        let (mut file, bytes) = StoreFile::open(path).map_err(|e| fail(None, e))?;
         let parsed = parse_history(&bytes).map_err(|bad| fail(Some(bad.line), bad.reason))?;
         let mut live = Live::new(keep_broadcasts);
         for record in parsed.records {
             live.apply(record);
         }
+        file.keep(parsed.keep as u64);
         let mut history = HistoryFile {
             file,
-            path: path.to_owned(),
-            len: parsed.keep as u64,
             live,
             days: days.max(1),
             next_check: COMPACT_MIN,
@@ -118,16 +115,19 @@ impl HistoryFile {
                 path.display(),
                 bytes.len() - parsed.keep
             );
-            history.cut_back().map_err(|e| fail(None, e.to_string()))?;
+            history
+                .file
+                .cut_back()
+                .map_err(|e| fail(None, e.to_string()))?;
         }
-        if history.len == 0 {
+        if history.file.len() == 0 {
             history
                 .append(format!("{HEADER}\n").as_bytes())
                 .map_err(|e| fail(None, e.to_string()))?;
             sync_parent_dir(path);
         }
         history.live.expire(now - i64::from(history.days) * DAY);
-        if (history.live.to_file().len() as u64) < history.len {
+        if (history.live.to_file().len() as u64) < history.len() {
             history
                 .compact(now)
                 .map_err(|e| fail(None, format!("cannot compact: {e}")))?;
@@ -147,43 +147,25 @@ impl HistoryFile {
         self.next_check = bytes;
     }
 
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
     /// The file's length.
     pub fn len(&self) -> u64 {
-        self.len
+        self.file.len()
     }
 
     /// Whether the file holds nothing but its header.
     pub fn is_empty(&self) -> bool {
-        self.len <= HEADER.len() as u64 + 1
+        self.len() <= HEADER.len() as u64 + 1
     }
 
     /// Appends `bytes` and fsyncs; on failure cuts back to the last whole
     /// line, so that nothing of a failed batch is kept.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let written = self
-            .file
-            .write_all(bytes)
-            .and_then(|()| self.file.sync_data());
-        match written {
-            Ok(()) => {
-                self.len += bytes.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                if let Err(cut) = self.cut_back() {
-                    error!(
-                        "{}: cannot cut back a failed write: {cut}",
-                        self.path.display()
-                    );
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn cut_back(&mut self) -> io::Result<()> {
-        self.file.set_len(self.len)?;
-        self.file.sync_data()
+        self.file.append(bytes)
     }
 
     /// Records that `records` are now in the file.
@@ -195,17 +177,17 @@ impl HistoryFile {
 
     /// Compacts if the file has grown well past what it must hold.
     fn maybe_compact(&mut self, now: i64) {
-        if self.len < self.next_check {
+        if self.len() < self.next_check {
             return;
         }
         self.live.expire(now - i64::from(self.days) * DAY);
         let live = self.live.to_file().len() as u64;
-        if live.saturating_mul(2) < self.len
+        if live.saturating_mul(2) < self.len()
             && let Err(e) = self.compact(now)
         {
-            error!("{}: cannot compact: {e}", self.path.display());
+            error!("{}: cannot compact: {e}", self.path().display());
         }
-        self.next_check = self.compact_min.max(self.len.saturating_mul(2));
+        self.next_check = self.compact_min.max(self.len().saturating_mul(2));
     }
 
     /// Rewrites the file to what is live: a new file beside it, fsynced,
@@ -214,7 +196,8 @@ impl HistoryFile {
     fn compact(&mut self, now: i64) -> io::Result<()> {
         self.live.expire(now - i64::from(self.days) * DAY);
         let bytes = self.live.to_file();
-        let mut temp_name = self.path.as_os_str().to_owned();
+        let path = self.path().to_owned();
+        let mut temp_name = path.as_os_str().to_owned();
         temp_name.push(".compact");
         let temp = PathBuf::from(temp_name);
         let mut new = OpenOptions::new()
@@ -230,20 +213,19 @@ impl HistoryFile {
         let written = new
             .write_all(&bytes)
             .and_then(|()| new.sync_all())
-            .and_then(|()| std::fs::rename(&temp, &self.path));
+            .and_then(|()| std::fs::rename(&temp, &path));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&temp);
             return Err(e);
         }
-        sync_parent_dir(&self.path);
-        let before = self.len;
-        self.file = new;
-        self.len = bytes.len() as u64;
-        self.next_check = self.compact_min.max(self.len.saturating_mul(2));
+        sync_parent_dir(&path);
+        let before = self.len();
+        self.file.replace(new, bytes.len() as u64);
+        self.next_check = self.compact_min.max(self.len().saturating_mul(2));
         info!(
             "{}: compacted from {before} to {} bytes ({} messages waiting)",
-            self.path.display(),
-            self.len,
+            path.display(),
+            self.len(),
             self.live.waiting()
         );
         Ok(())
@@ -384,7 +366,7 @@ fn run(
                         // No text in the log: only how many were lost.
                         error!(
                             "{}: cannot write {} history records: {e}",
-                            file.path.display(),
+                            file.path().display(),
                             group.len()
                         );
                         false

@@ -7,9 +7,12 @@
 //! - [`worker`]: the threads that run hashes and writes off the event loop;
 //! - [`history`], [`history_parse`]: the history file of SPEC section 9
 //!   and its writer thread, and its format as a pure parser;
+//! - [`file`]: what every store file shares: opened one way, appended to
+//!   with an fsync, cut back to its last whole line when an append fails;
 //! - [`lock`]: the one-server-per-file lock, shared with later stores.
 
 pub mod accounts;
+pub(crate) mod file;
 pub mod hash;
 pub mod history;
 pub mod history_parse;
