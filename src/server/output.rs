@@ -15,7 +15,8 @@ use std::rc::Rc;
 const SHARE_AT_LEAST: usize = 160;
 
 /// How many shared renderings a reader holds at most; the next is copied.
-const MAX_SHARED: usize = 8;
+/// TLS's stage holds as many ([`crate::transport::tls`]).
+pub const MAX_SHARED: usize = 8;
 
 /// Bytes queued for one peer, with what was already written cut off the front.
 ///

@@ -30,11 +30,8 @@ use rustls::{CipherSuite, ServerConnection};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::server::output::OutputBuffer;
+use crate::server::output::{MAX_SHARED, OutputBuffer};
 use crate::wire::framing::LineBuffer;
-
-/// How many shared batches a TLS reader holds at most; the next is copied.
-const MAX_SHARED: usize = 8;
 
 /// A handshake not finished this long after the connection was accepted
 /// closes the connection (SPEC section 8.1).
