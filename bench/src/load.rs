@@ -1123,10 +1123,21 @@ impl Gen {
                     }
                 }
                 Offer::Closed(window) => {
+                    // A sender's whole burst (the slots its window freed
+                    // this turn) goes in one write. One write per line made
+                    // the generator, not the server, the limit: it spent
+                    // its CPU on the writes (and, over TLS, on a record per
+                    // line), and the server woke for the first line of each
+                    // burst, so its rounds were cut short.
                     for from in 0..senders {
+                        let mut queued = false;
                         while self.track.outstanding[from] < window {
-                            self.send_fanout(from, recipients, phase);
+                            self.queue_fanout(from, recipients, phase);
                             sent += 1;
+                            queued = true;
+                        }
+                        if queued {
+                            self.flush(from);
                         }
                     }
                 }
@@ -1349,12 +1360,19 @@ impl Gen {
     }
 
     fn send_fanout(&mut self, from: usize, recipients: u32, phase: u32) {
+        self.queue_fanout(from, recipients, phase);
+        self.flush(from);
+    }
+
+    /// [`send_fanout`](Self::send_fanout) without the write: the caller
+    /// flushes the sender once its whole burst is queued.
+    fn queue_fanout(&mut self, from: usize, recipients: u32, phase: u32) {
         self.next_seq += 1;
         let seq = self.next_seq;
         self.track.inflight.insert(seq, recipients);
         self.track.outstanding[from] += 1;
         let ts = self.now_ns();
-        self.send_msg(from, Dest::All, b'T', ts, seq, phase);
+        self.queue_msg(from, Dest::All, b'T', ts, seq, phase);
     }
 
     /// Starts a ping-pong phase between clients `a` and `b`.
