@@ -321,9 +321,37 @@ fn max_clients_counts_both_doors() {
     let _t = TlsClient::login(server.tls_addr.unwrap(), &root, "t");
     let mut third = server.connect();
     third.expect("Server penuh, coba lagi nanti");
-    // Through the TLS door a refused connection is closed before any
-    // handshake.
-    assert!(TlsClient::try_connect(server.tls_addr.unwrap(), &root).is_err());
+    // Through the TLS door there is no handshake to say it in: the refused
+    // connection gets a fatal access_denied alert, which clients name.
+    let refused = TlsClient::try_connect(server.tls_addr.unwrap(), &root).err();
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|e| e.contains("AccessDenied")),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn too_many_connections_from_one_address_get_an_alert_over_tls() {
+    let certs = Certs::new();
+    let root = certs.make_pair();
+    let server = start_tls(&certs, &["--max-conns-per-ip", "1", "--exempt", "none"]);
+    let tls = server.tls_addr.unwrap();
+    let mut first = TlsClient::login(tls, &root, "t");
+    let refused = TlsClient::try_connect(tls, &root).err();
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|e| e.contains("AccessDenied")),
+        "{refused:?}"
+    );
+    // The refusal was logged, and the first connection chats on.
+    assert!(wait_for(Duration::from_secs(5), || server
+        .log_text()
+        .contains("refused, too many connections from this address")));
+    first.send("list-user");
+    first.expect("list user : t.");
 }
 
 #[test]

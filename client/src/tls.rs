@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore};
+use rustls::{AlertDescription, CertificateError, ClientConfig, ClientConnection, RootCertStore};
 
 /// The roots a server certificate is checked against: the system's, plus
 /// the PEM certificates in `ca` (a private CA, or a self-signed server).
@@ -44,11 +44,18 @@ pub fn roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
 /// The one line that says why a handshake failed; a certificate that cannot
 /// be verified says so plainly and how to trust it.
 fn handshake_error(e: &io::Error) -> String {
-    let Some(rustls::Error::InvalidCertificate(cert)) = e
+    let cert = match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    else {
-        return format!("TLS handshake failed: {e}");
+    {
+        Some(rustls::Error::InvalidCertificate(cert)) => cert,
+        // The chat server's refusal, sent before any handshake: it is full,
+        // or this address has too many connections (SERVER_FULL,
+        // TOO_MANY_CONNS have no other way through TLS).
+        Some(rustls::Error::AlertReceived(AlertDescription::AccessDenied)) => {
+            return "the server refused the connection (it is full, or this address has too many connections); try again later".to_owned();
+        }
+        _ => return format!("TLS handshake failed: {e}"),
     };
     let why = match cert {
         CertificateError::UnknownIssuer

@@ -569,15 +569,16 @@ impl DevCert {
 
     /// A server with both doors using this certificate.
     fn server(&self) -> Server {
+        self.server_with(&[])
+    }
+
+    /// [`server`](Self::server) with more options.
+    fn server_with(&self, extra: &[&str]) -> Server {
         let key = self.dir.join("key.pem").to_string_lossy().into_owned();
-        Server::start(&[
-            "--tls-port",
-            "0",
-            "--tls-cert",
-            &self.cert(),
-            "--tls-key",
-            &key,
-        ])
+        let cert = self.cert();
+        let mut args = vec!["--tls-port", "0", "--tls-cert", &cert, "--tls-key", &key];
+        args.extend_from_slice(extra);
+        Server::start(&args)
     }
 
     /// The client's arguments for the server's TLS door, trusting this
@@ -649,6 +650,28 @@ fn tls_client_refuses_a_certificate_it_cannot_verify() {
     assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
     assert!(
         stderr.contains("cannot verify the server's TLS certificate"),
+        "{stderr:?}"
+    );
+}
+
+/// A full server answers a TLS connection with its refusal alert, and the
+/// client says what that means in one line, exiting non-zero.
+#[test]
+fn tls_client_says_when_the_server_refuses_it() {
+    let cert = DevCert::new("full");
+    let server = cert.server_with(&["--max-clients", "1"]);
+    let _only = server.login("bob");
+    let out = Command::new(env!("CARGO_BIN_EXE_chat-client"))
+        .args(cert.client_args(&server))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chat-client");
+    assert!(!out.status.success());
+    assert_eq!(out.stdout, b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.contains("the server refused the connection"),
         "{stderr:?}"
     );
 }

@@ -13,16 +13,17 @@ use mio::{Interest, Poll, Registry, Token};
 use super::connection::Connection;
 use super::{BACKLOG, Door, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES};
 use crate::core::chat::Event;
+use crate::transport::tls::REFUSAL_ALERT;
 use crate::wire::dialect::Dialect;
 use crate::wire::protocol::{Lang, Reply};
 
 /// Tells a connection the server cannot take it, in its door's dialect,
 /// and lets it go. Through the TLS door there is no handshake to say it
-/// in: the connection is just closed.
+/// in: it gets the refusal alert ([`REFUSAL_ALERT`]).
 pub(super) fn refuse(mut socket: TcpStream, door: Door, lang: Lang) {
     let text = Reply::ServerFull.text(lang);
     let answer = match door {
-        Door::Tls => return,
+        Door::Tls => REFUSAL_ALERT.to_vec(),
         Door::Web => format!(
             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{text}\n",

@@ -37,6 +37,21 @@ use crate::wire::framing::LineBuffer;
 /// closes the connection (SPEC section 8.1).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What a TLS connection refused before its handshake began is sent
+/// (`SERVER_FULL`, `TOO_MANY_CONNS`): a fatal `access_denied` alert record,
+/// in plaintext as every record before the ServerHello is. The reply itself
+/// cannot be said without a handshake, and a handshake costs a few hundred
+/// microseconds that an unwanted connection (often a flood of them) should
+/// not get; the alert costs seven bytes and every client names it
+/// ("tlsv1 alert access denied", rustls's `AlertReceived(AccessDenied)`).
+pub const REFUSAL_ALERT: [u8; 7] = [
+    0x15, // content type: alert
+    0x03, 0x03, // record version, TLS 1.2 as TLS 1.3 writes it
+    0x00, 0x02, // length
+    0x02, // level: fatal
+    49,   // access_denied
+];
+
 /// Loads a certificate chain and its private key (PEM; a PKCS#8, SEC1 or
 /// PKCS#1 key) into a TLS 1.2/1.3 server configuration using the ring
 /// provider. The error names the file and what is wrong with it, for the
@@ -97,6 +112,8 @@ pub struct TlsTransport {
     /// The server said goodbye (`close_notify`) or TLS failed: nothing more
     /// is sealed.
     done: bool,
+    /// Nothing has been read from the peer yet: no handshake has begun.
+    fresh: bool,
 }
 
 impl std::fmt::Debug for TlsTransport {
@@ -124,6 +141,7 @@ impl TlsTransport {
             staged: Vec::new(),
             used: false,
             done: false,
+            fresh: true,
         })
     }
 
@@ -205,6 +223,9 @@ impl TlsTransport {
         take: impl FnOnce(&mut rustls::Reader<'_>),
     ) -> io::Result<usize> {
         let n = self.tls.read_tls(socket)?;
+        if n > 0 {
+            self.fresh = false;
+        }
         let state = match self.tls.process_new_packets() {
             Ok(state) => state,
             Err(e) => {
@@ -266,9 +287,18 @@ impl TlsTransport {
     }
 
     /// Seals what is staged, then queues `close_notify` (unless TLS failed:
-    /// rustls has then queued its alert instead).
+    /// rustls has then queued its alert instead). A connection the server
+    /// spoke to before its handshake began was refused (see
+    /// [`REFUSAL_ALERT`]): it gets that alert instead of the words.
     pub fn start_close(&mut self, out: &mut OutputBuffer) {
         if self.done {
+            return;
+        }
+        if self.fresh && self.staged() > 0 {
+            self.done = true;
+            self.staged.clear();
+            self.shared.clear();
+            out.push(&REFUSAL_ALERT);
             return;
         }
         self.seal(out);
@@ -514,6 +544,34 @@ mod tests {
         let mut got = Vec::new();
         let _ = client.reader().read_to_end(&mut got);
         assert_eq!(got, b"reply\n[a] one\n[b] two\n");
+    }
+
+    #[test]
+    fn a_refusal_before_the_handshake_is_the_access_denied_alert() {
+        let (mut server, mut client) = pair();
+        let mut out = OutputBuffer::default();
+        // TOO_MANY_CONNS, staged at accept, before anything was read.
+        server.encode(b"Terlalu banyak koneksi dari alamat anda\n");
+        server.start_close(&mut out);
+        assert_eq!(server.staged(), 0);
+        let mut wire = Vec::new();
+        out.write_to(&mut wire).unwrap();
+        assert_eq!(wire, REFUSAL_ALERT);
+        // What a client makes of it.
+        client.read_tls(&mut &wire[..]).unwrap();
+        let err = client.process_new_packets().unwrap_err();
+        assert_eq!(
+            err,
+            rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied)
+        );
+        // A connection closed before the handshake with nothing said (the
+        // handshake timeout) gets no such alert.
+        let (mut quiet, _) = pair();
+        let mut out = OutputBuffer::default();
+        quiet.start_close(&mut out);
+        let mut wire = Vec::new();
+        out.write_to(&mut wire).unwrap();
+        assert_ne!(wire, REFUSAL_ALERT);
     }
 
     #[test]
