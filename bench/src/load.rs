@@ -175,6 +175,9 @@ struct Track {
     ping_timeouts: u64,
     /// Flooder's lines (`F`) received by anyone in this phase.
     flood_received: u64,
+    /// Bytes of the last fan-out line delivered, its newline included: the
+    /// size of a delivery as the server wrote it.
+    line_bytes: usize,
 }
 
 /// What one fan-out phase measured.
@@ -191,6 +194,8 @@ pub struct PhaseResult {
     pub server_ticks_ns: u64,
     pub gen_cpu_ns: u64,
     pub wall_ns: u64,
+    /// Bytes of one delivered line, its newline included.
+    pub line_bytes: usize,
 }
 
 /// What a fixed fan-out workload (`Gen::fanout_count`) delivered.
@@ -728,6 +733,9 @@ impl Gen {
 
     fn on_line(&mut self, idx: usize, line: &[u8], now: Instant) {
         if let Some((kind, ts, seq, from, phase)) = parse_payload(line) {
+            if kind == b'T' {
+                self.track.line_bytes = line.len() + 1;
+            }
             let lat = (now.duration_since(self.t0).as_nanos() as u64).saturating_sub(ts);
             self.on_payload(idx, kind, lat, ts, seq, from, phase, now);
             return;
@@ -1173,6 +1181,7 @@ impl Gen {
             server_ticks_ns: ticks,
             gen_cpu_ns: gen_cpu,
             wall_ns: wall.as_nanos() as u64,
+            line_bytes: t.line_bytes,
         })
     }
 

@@ -163,6 +163,11 @@ pub fn summarize(records: &[Value]) -> Vec<Row> {
                     values.insert(server, m);
                 }
             }
+            // A figure no server has for this case (a case that is one
+            // figure, such as tls-fanout's sealing alone) is no row.
+            if values.is_empty() && partial.is_empty() {
+                continue;
+            }
             rows.push(Row {
                 scenario: scenario.clone(),
                 case: case.clone(),
@@ -615,6 +620,36 @@ mod tests {
     fn rec(case: FloodCase, p99: f64, gone: u64) -> Value {
         json!({"scenario": "flood", "case": case.name(), "server": case.kind().name(),
                "p50_ms": p99 / 4.0, "p99_ms": p99, "disconnected": gone})
+    }
+
+    #[test]
+    fn a_case_of_one_figure_is_one_row_and_its_floor_is_quoted() {
+        let records = vec![
+            json!({"scenario": "tls-fanout", "case": "C=100 max plain", "server": "ours",
+                   "cpu_ms_per_1000": 0.02, "deliveries_per_s": 1e7}),
+            json!({"scenario": "tls-fanout", "case": "C=100 max TLS", "server": "ours",
+                   "cpu_ms_per_1000": 0.034, "deliveries_per_s": 9e6}),
+            json!({"scenario": "tls-fanout", "case": "sealing alone", "server": "ours",
+                   "cpu_ms_per_1000": 0.006}),
+        ];
+        let rows = summarize(&records);
+        let sealing: Vec<&Row> = rows.iter().filter(|r| r.case == "sealing alone").collect();
+        assert_eq!(sealing.len(), 1, "only the figure it has");
+        assert_eq!(sealing[0].metric, "cpu_ms_per_1000");
+        let goal = crate::tls::targets(&rows, &[100], 1000)
+            .into_iter()
+            .find(|t| {
+                t["target"]
+                    .as_str()
+                    .unwrap()
+                    .contains("C=100, max: server CPU per delivery, ours TLS")
+            })
+            .unwrap();
+        assert_eq!(goal["met"], json!(false));
+        assert_eq!(
+            goal["measured"],
+            json!("0.0340 / 0.0200 ms per 1000 = 1.70x; sealing alone 0.0060 would make it 1.30x")
+        );
     }
 
     #[test]
