@@ -597,3 +597,69 @@ fn with_a_certificate_the_door_is_https_and_wss() {
     w.close(None).unwrap();
     nc.expect("Teman anda [wati] telah offline");
 }
+
+/// Browsers in an audience too large to be written in one go (the round is
+/// written a slice per turn) while two users broadcast at once, so a browser
+/// still holding one batch is handed the next: every browser hears every
+/// line once, each sender's in order, all in the same order, with the
+/// private lines where they were sent.
+#[test]
+fn browsers_in_a_large_audience_hear_every_broadcast_in_order_with_private_lines_between() {
+    const READERS: usize = 140;
+    const LINES: usize = 40;
+    let (server, addr) = start(&[]);
+    let mut senders = [server.login("ana"), server.login("budi")];
+    let mut readers: Vec<Ws> = (0..READERS)
+        .map(|i| ws_login(addr, &format!("reader{i}")))
+        .collect();
+    let picked = [0, READERS / 2, READERS - 1];
+    for (s, sender) in senders.iter_mut().enumerate() {
+        let mut script = String::new();
+        for i in 0..LINES {
+            script.push_str(&format!("line {s}.{i}\n"));
+            if s == 0 && i % 10 == 3 {
+                for &r in &picked {
+                    script.push_str(&format!("send-to reader{r} psst {i}\n"));
+                }
+            }
+        }
+        sender.send_raw(script.as_bytes());
+    }
+    let mut first_order: Option<Vec<String>> = None;
+    for (r, reader) in readers.iter_mut().enumerate() {
+        let mut heard = Vec::new();
+        let mut next = [0; 2];
+        let mut private = 0;
+        while heard.len() < 2 * LINES {
+            let text = recv(reader);
+            if let Some(psst) = text.strip_prefix("Pesan pribadi dari [ana] psst ") {
+                // After ana's line it follows, before her next one.
+                assert!(picked.contains(&r), "reader{r}: {text}");
+                assert_eq!(psst, format!("{}", next[0] - 1), "reader{r}");
+                private += 1;
+                continue;
+            }
+            let (name, s) = if text.starts_with("[ana] ") {
+                ("ana", 0)
+            } else {
+                ("budi", 1)
+            };
+            assert_eq!(text, format!("[{name}] line {s}.{}", next[s]), "reader{r}");
+            next[s] += 1;
+            heard.push(text);
+        }
+        assert_eq!(private, if picked.contains(&r) { LINES / 10 } else { 0 });
+        match &first_order {
+            None => first_order = Some(heard),
+            Some(order) => assert_eq!(&heard, order, "reader{r} heard another order"),
+        }
+    }
+    for &r in &picked {
+        let reader = &mut readers[r];
+        reader
+            .get_mut()
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        assert!(reader.read().is_err(), "reader{r} heard more");
+    }
+}

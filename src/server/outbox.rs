@@ -284,9 +284,11 @@ impl Io {
                 // batch when sealing.
                 self.queues.total_output += bytes.len();
                 true
-            } else if conn.out.is_empty() && conn.transport.takes_framed() {
-                // Browsers that are caught up share one framing of the
-                // batch, made for the first of them.
+            } else if conn.out.can_share() && conn.transport.takes_framed() {
+                // Browsers share one framing of the batch, made for the
+                // first of them: a caught-up one, and (as a plain reader
+                // does) one still holding earlier shared batches, which a
+                // round written a slice per turn leaves behind.
                 let framed = framed[kind].get_or_insert_with(|| {
                     let mut wire = Vec::new();
                     web::frame_lines(bytes, &mut wire);
