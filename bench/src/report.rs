@@ -11,11 +11,9 @@ use serde_json::{Value, json};
 
 use crate::scenarios::FloodCase;
 
-pub const SERVERS: [&str; 5] = ["floor", "ours", "ours-irc", "ngircd", "inspircd"];
-
-/// Every server a run may measure: [`SERVERS`] (charted) and ours through
-/// the browser door (`ours-ws`: the same server, WebSocket clients), which
-/// the table compares with ours.
+/// Every server a run may measure, in the order of the table and the chart:
+/// ours through the browser door (`ours-ws`: the same server, WebSocket
+/// clients) is compared with ours.
 const MEASURED: [&str; 6] = ["floor", "ours", "ours-irc", "ours-ws", "ngircd", "inspircd"];
 
 /// The figures shown per scenario, in order, with their unit.
@@ -462,19 +460,25 @@ pub fn markdown(rows: &[Row], flood: &[FloodRow], targets: &[Value], header: &st
     s
 }
 
-const COLORS: [RGBColor; 5] = [
+/// One colour per server of [`MEASURED`], in its order.
+const COLORS: [RGBColor; 6] = [
     RGBColor(120, 120, 120),
     RGBColor(31, 119, 180),
     RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
 ];
+
+/// A panel's bars: for each case, its value per server.
+type Bars = Vec<(String, BTreeMap<&'static str, f64>)>;
 
 /// One panel of grouped bars: for each case, one bar per server.
 fn panel(
     area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
     title: &str,
     bars: &[(String, BTreeMap<&'static str, f64>)],
+    servers: &[(usize, &str)],
 ) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let ymax = bars
@@ -501,9 +505,9 @@ fn panel(
         .light_line_style(TRANSPARENT)
         .draw()
         .map_err(|e| err(&e))?;
-    let width = 0.8 / SERVERS.len() as f64;
+    let width = 0.8 / servers.len().max(1) as f64;
     for (i, (case, values)) in bars.iter().enumerate() {
-        for (j, server) in SERVERS.iter().enumerate() {
+        for (j, &(color, server)) in servers.iter().enumerate() {
             let Some(&v) = values.get(server) else {
                 continue;
             };
@@ -511,7 +515,7 @@ fn panel(
             chart
                 .draw_series(std::iter::once(Rectangle::new(
                     [(x0, 0.0), (x0 + width * 0.9, v)],
-                    COLORS[j].filled(),
+                    COLORS[color].filled(),
                 )))
                 .map_err(|e| err(&e))?;
             chart
@@ -548,7 +552,7 @@ pub fn chart(rows: &[Row], flood: &[FloodRow], path: &Path, title: &str) -> Resu
     let storm = pick("storm", "rtt_p99_during_ms", &|_| true);
     // The flood cases are settings, not servers: one bar each, in the
     // colour of the server it ran on.
-    let flood_bars = |metric: &str| -> Vec<(String, BTreeMap<&'static str, f64>)> {
+    let flood_bars = |metric: &str| -> Bars {
         flood
             .iter()
             .filter_map(|r| {
@@ -567,7 +571,32 @@ pub fn chart(rows: &[Row], flood: &[FloodRow], path: &Path, title: &str) -> Resu
     };
     let flood_p99 = flood_bars("p99_ms");
     let flood_gone = flood_bars("disconnected");
-    let height = if flood.is_empty() { 760 } else { 1120 };
+    // A run of some scenarios only draws their panels, not empty axes.
+    let panels: Vec<(&str, &Bars)> = [
+        ("fan-out: server CPU ms per 1000 deliveries, max rate", &cpu),
+        ("fan-out: p99 latency (ms) at fixed rates", &p99),
+        ("connections: one broadcast reaches all (ms)", &bcast),
+        ("login storm: chat round-trip p99 during (ms)", &storm),
+        ("flood: honest users' p99 latency (ms)", &flood_p99),
+        ("flood: honest users disconnected", &flood_gone),
+    ]
+    .into_iter()
+    .filter(|(_, bars)| !bars.is_empty())
+    .collect();
+    // Bars and legend for the servers this run measured, each in its own
+    // colour whatever else ran.
+    let servers: Vec<(usize, &str)> = MEASURED
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|&(_, s)| {
+            panels
+                .iter()
+                .any(|(_, bars)| bars.iter().any(|(_, v)| v.contains_key(s)))
+        })
+        .collect();
+    let rows_of_panels = panels.len().div_ceil(2).max(1);
+    let height = 60 + 360 * rows_of_panels as u32;
     let root = SVGBackend::new(path, (1200, height)).into_drawing_area();
     let err = |e: &dyn std::fmt::Display| e.to_string();
     root.fill(&WHITE).map_err(|e| err(&e))?;
@@ -575,38 +604,20 @@ pub fn chart(rows: &[Row], flood: &[FloodRow], path: &Path, title: &str) -> Resu
         .titled(title, ("sans-serif", 18))
         .map_err(|e| err(&e))?;
     let (body, legend) = root.split_vertically(height - 60);
-    let areas = body.split_evenly((if flood.is_empty() { 2 } else { 3 }, 2));
-    panel(
-        &areas[0],
-        "fan-out: server CPU ms per 1000 deliveries, max rate",
-        &cpu,
-    )?;
-    panel(&areas[1], "fan-out: p99 latency (ms) at fixed rates", &p99)?;
-    panel(
-        &areas[2],
-        "connections: one broadcast reaches all (ms)",
-        &bcast,
-    )?;
-    panel(
-        &areas[3],
-        "login storm: chat round-trip p99 during (ms)",
-        &storm,
-    )?;
-    if !flood.is_empty() {
-        panel(
-            &areas[4],
-            "flood: honest users' p99 latency (ms)",
-            &flood_p99,
-        )?;
-        panel(&areas[5], "flood: honest users disconnected", &flood_gone)?;
+    let areas = body.split_evenly((rows_of_panels, 2));
+    for ((title, bars), area) in panels.iter().zip(&areas) {
+        panel(area, title, bars, &servers)?;
     }
-    for (j, server) in SERVERS.iter().enumerate() {
-        let x = 400 + j as i32 * 150;
+    for (j, &(color, server)) in servers.iter().enumerate() {
+        let x = 150 + j as i32 * 160;
         legend
-            .draw(&Rectangle::new([(x, 12), (x + 18, 28)], COLORS[j].filled()))
+            .draw(&Rectangle::new(
+                [(x, 12), (x + 18, 28)],
+                COLORS[color].filled(),
+            ))
             .map_err(|e| err(&e))?;
         legend
-            .draw(&Text::new(*server, (x + 24, 12), ("sans-serif", 15)))
+            .draw(&Text::new(server, (x + 24, 12), ("sans-serif", 15)))
             .map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))?;
@@ -650,6 +661,34 @@ mod tests {
             goal["measured"],
             json!("0.0340 / 0.0200 ms per 1000 = 1.70x; sealing alone 0.0060 would make it 1.30x")
         );
+    }
+
+    #[test]
+    fn a_fanout_only_run_charts_its_two_panels_and_every_server_it_measured() {
+        let records: Vec<Value> = ["floor", "ours", "ours-ws"]
+            .iter()
+            .map(|server| {
+                json!({"scenario": "fanout", "case": "C=100 max", "server": server,
+                       "cpu_ms_per_1000": 0.03, "p99_ms": 5.0})
+            })
+            .chain(std::iter::once(
+                json!({"scenario": "fanout", "case": "C=100 20k/s",
+                "server": "ours", "cpu_ms_per_1000": 5.0, "p99_ms": 0.8}),
+            ))
+            .collect();
+        let rows = summarize(&records);
+        let path = std::env::temp_dir().join(format!("chart-test-{}.svg", std::process::id()));
+        chart(&rows, &[], &path, "test").unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(svg.contains("fan-out: server CPU ms"), "{svg}");
+        assert!(svg.contains("fan-out: p99 latency"));
+        assert!(!svg.contains("login storm"), "no empty panels");
+        assert!(!svg.contains("one broadcast reaches all"));
+        // plotters writes each text on a line of its own.
+        let texts: Vec<&str> = svg.lines().map(str::trim).collect();
+        assert!(texts.contains(&"ours-ws"), "the browser door is charted");
+        assert!(!texts.contains(&"ngircd"), "no legend for a server not run");
     }
 
     #[test]
