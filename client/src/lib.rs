@@ -28,7 +28,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-use nix::sys::termios::{SetArg, Termios, tcgetattr, tcsetattr};
+use nix::sys::termios::{LocalFlags, SetArg, Termios, tcgetattr, tcsetattr};
 use rustyline::completion::Completer;
 use rustyline::error::ReadlineError;
 use rustyline::highlight::{CmdKind, Highlighter};
@@ -403,29 +403,36 @@ fn exit_now(code: u8) -> ! {
     std::process::exit(i32::from(code))
 }
 
-/// Keeps the terminal's settings in [`SAVED_TERMINAL`] while a password is
-/// read, so that the reader thread's [`exit_now`] (the server closed while
-/// the user was typing) still gives the terminal back with echo on. Dropping
-/// it forgets them again: the password reader restored them itself.
-struct SavedTerminal;
+/// Stdin's echo turned off for one password read, from before its prompt is
+/// shown: a user who types or pastes the password the moment the prompt
+/// appears must not see it echoed in the moment before `rpassword` turns echo
+/// off itself. The settings of before stay in [`SAVED_TERMINAL`] meanwhile,
+/// so that the reader thread's [`exit_now`] (the server closed while the user
+/// was typing) still gives the terminal back with echo on. `rpassword` puts
+/// back what it found (echo off); dropping this puts back the settings of
+/// before.
+struct EchoOff;
 
-impl SavedTerminal {
-    /// Saves stdin's current settings.
-    fn save() -> io::Result<Self> {
+impl EchoOff {
+    /// Saves stdin's settings and turns echo off, at once: type-ahead stays
+    /// in the input, to be read as the password.
+    fn new() -> io::Result<Self> {
         let settings = tcgetattr(io::stdin()).map_err(io::Error::from)?;
+        let mut quiet = settings.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
         *SAVED_TERMINAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(settings);
-        Ok(SavedTerminal)
+        // Made before the change, so that a failed change is put back too.
+        let guard = EchoOff;
+        tcsetattr(io::stdin(), SetArg::TCSANOW, &quiet).map_err(io::Error::from)?;
+        Ok(guard)
     }
 }
 
-/// Forgets the saved settings once the read is over.
-impl Drop for SavedTerminal {
-    /// Clears [`SAVED_TERMINAL`].
+/// Puts back the settings of before the password read.
+impl Drop for EchoOff {
+    /// Restores and clears [`SAVED_TERMINAL`].
     fn drop(&mut self) {
-        SAVED_TERMINAL
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        restore_terminal();
     }
 }
 
@@ -476,9 +483,9 @@ enum Secret {
 /// mode. It reads `/dev/stdin`, the same terminal the rest of the input comes
 /// from, rather than `rpassword`'s default `/dev/tty`.
 fn read_password() -> io::Result<Secret> {
-    eprint!("{PROMPT_PASSWORD}");
-    let _saved = SavedTerminal::save()?;
     let _sigint = SigintIgnored::new()?;
+    let _echo_off = EchoOff::new()?;
+    eprint!("{PROMPT_PASSWORD}");
     let config = rpassword::ConfigBuilder::new()
         .input_file_path("/dev/stdin")
         .output_writer(io::stderr())

@@ -386,6 +386,14 @@ impl Term {
 
     /// Whether the terminal is back in its normal mode (echo, line editing),
     /// as the client must leave it.
+    /// Waits for plain mode's password prompt and checks that echo is off
+    /// by then, so that a password typed the moment the prompt shows is not
+    /// echoed.
+    fn wait_password_prompt(&self) {
+        self.wait_cursor_after("Password : ");
+        assert!(!self.is_cooked(), "echo on at the password prompt");
+    }
+
     fn is_cooked(&self) -> bool {
         let fd = self.master.as_raw_fd().expect("pty fd");
         // SAFETY: tcgetattr on the open pty master fills a plain C struct.
@@ -507,7 +515,7 @@ fn terminal_input_with_output_redirected_hides_the_password_and_ctrl_c_cancels()
     term.keys("regist\r");
     term.wait_cursor_after("Username : ");
     term.keys("erin\r");
-    term.wait_cursor_after("Password : ");
+    term.wait_password_prompt();
     term.keys(PASSWORD);
     thread::sleep(Duration::from_millis(200));
     assert!(
@@ -519,13 +527,13 @@ fn terminal_input_with_output_redirected_hides_the_password_and_ctrl_c_cancels()
     term.keys("login\r");
     term.wait_cursor_after("Username : ");
     term.keys("erin\r");
-    term.wait_cursor_after("Password : ");
+    term.wait_password_prompt();
     term.keys("typo\x03");
     term.wait_for("echo back on after Ctrl-C", Term::is_cooked);
     term.keys("login\r");
     term.wait_cursor_after("Username : ");
     term.keys("erin\r");
-    term.wait_cursor_after("Password : ");
+    term.wait_password_prompt();
     term.keys(&format!("{PASSWORD}\rquit\r"));
     assert_eq!(term.exit_code(), 0, "{}", term.dump());
     let raw = String::from_utf8_lossy(&term.raw.lock().unwrap()).into_owned();
@@ -639,19 +647,27 @@ fn tls_client_refuses_a_certificate_it_cannot_verify() {
     let server = cert.server();
     let mut args = cert.client_args(&server);
     args.truncate(args.len() - 2);
+    let stderr = one_line_failure(&args);
+    assert!(
+        stderr.contains("cannot verify the server's TLS certificate"),
+        "{stderr:?}"
+    );
+}
+
+/// Runs chat-client with `args` and nothing on stdin, expecting it to fail
+/// before any chat: a non-zero exit, nothing on stdout, and one line on
+/// stderr, which it returns.
+fn one_line_failure(args: &[String]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_chat-client"))
-        .args(&args)
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("run chat-client");
     assert!(!out.status.success());
     assert_eq!(out.stdout, b"");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
-    assert!(
-        stderr.contains("cannot verify the server's TLS certificate"),
-        "{stderr:?}"
-    );
+    stderr
 }
 
 /// A full server answers a TLS connection with its refusal alert, and the
@@ -661,15 +677,7 @@ fn tls_client_says_when_the_server_refuses_it() {
     let cert = DevCert::new("full");
     let server = cert.server_with(&["--max-clients", "1"]);
     let _only = server.login("bob");
-    let out = Command::new(env!("CARGO_BIN_EXE_chat-client"))
-        .args(cert.client_args(&server))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run chat-client");
-    assert!(!out.status.success());
-    assert_eq!(out.stdout, b"");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    let stderr = one_line_failure(&cert.client_args(&server));
     assert!(
         stderr.contains("the server refused the connection"),
         "{stderr:?}"
