@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
-use super::output::OutputBuffer;
 use crate::core::chat::ConnId;
 use crate::core::limits::TokenBucket;
 use crate::transport::Transport;
+use crate::transport::output::OutputBuffer;
 use crate::wire::dialect::Dialect;
 use crate::wire::framing::LineBuffer;
 

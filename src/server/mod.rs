@@ -3,11 +3,12 @@
 //! Like the seed's `select()` loop, one thread and one [`Poll`] hold the
 //! listener and every client socket, and clients live in a [`Slab`]. The loop
 //! turns readiness into calls on the core (following the call protocol in
-//! [`crate::core::chat`]) and the core's [`Event`]s into bytes: each
-//! connection's dialect renders them ([`crate::wire::dialect`]) and its
-//! transport encodes them ([`crate::transport`]) into its own
-//! [`OutputBuffer`]. A broadcast to a thousand readers is rendered once and
-//! costs one `write` per reader, not per message.
+//! [`crate::core::chat`]) and the core's events
+//! ([`crate::core::event::Event`]) into bytes: each connection's dialect
+//! renders them ([`crate::wire::dialect`]) and its transport encodes them
+//! ([`crate::transport`]) into its own output buffer
+//! ([`crate::transport::output`]). A broadcast to a thousand readers is
+//! rendered once and costs one `write` per reader, not per message.
 //!
 //! Replies and private lines are written at the end of the turn that made
 //! them. Broadcasts to more than `FANOUT_WHOLE_ROUND` readers are written
@@ -37,7 +38,6 @@
 
 pub mod connection;
 mod outbox;
-pub mod output;
 mod sockets;
 
 use self::outbox::{Batch, FANOUT_SLICE, FANOUT_WHOLE_ROUND, Io, Queues, queue, shed};
@@ -203,7 +203,7 @@ pub struct TlsDoorConfig {
 pub struct IrcDoorConfig {
     pub addr: SocketAddr,
     /// A client silent this long is sent `PING`; one silent for as long
-    /// again is dropped. Checked every [`SWEEP_EVERY`].
+    /// again is dropped. Checked at every sweep of idle connections (5 s).
     pub ping: Duration,
 }
 

@@ -19,13 +19,14 @@
 //! tags, frame headers), the loop accounts for output by comparing pending
 //! bytes before and after each call, never by the bytes a call reports.
 
+pub mod output;
 pub mod tls;
 pub mod web;
 
 use std::io::{self, Read, Write};
 use std::rc::Rc;
 
-use crate::server::output::OutputBuffer;
+use self::output::OutputBuffer;
 use crate::wire::framing::LineBuffer;
 
 /// A connection's transport.

@@ -1,12 +1,14 @@
 //! The TLS door's transport (SPEC section 8.1): rustls, sans-IO, on the loop.
 //!
 //! rustls never touches the socket here. Ciphertext read from the socket goes
-//! into [`ServerConnection::read_tls`], the plaintext it yields into the
-//! connection's [`LineBuffer`], and every byte rustls wants to send (handshake
-//! messages, alerts, records, `close_notify`) is moved into the connection's
-//! [`OutputBuffer`] at once. So the 1 MiB slow-reader rule, the server-wide
-//! output total and the order of replies hold for TLS exactly as for plain
-//! TCP, and no thread or async runtime is involved.
+//! into rustls's [`read_tls`](rustls::ConnectionCommon::read_tls), the
+//! plaintext it yields into the connection's [`LineBuffer`], and every byte
+//! rustls wants to send (handshake messages, alerts, records, `close_notify`)
+//! goes to the socket, or, as far as the socket does not take it, into the
+//! connection's [`OutputBuffer`] at once, before the loop looks. So the 1 MiB
+//! slow-reader rule, the server-wide output total and the order of replies
+//! hold for TLS exactly as for plain TCP, and no thread or async runtime is
+//! involved.
 //!
 //! What costs CPU in TLS is the record, not the byte: sealing every chat line
 //! in its own record would cost an AEAD setup, a header, a tag and an
@@ -30,7 +32,7 @@ use rustls::{CipherSuite, ServerConnection};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::server::output::{MAX_SHARED, OutputBuffer};
+use super::output::{MAX_SHARED, OutputBuffer};
 use crate::wire::framing::LineBuffer;
 
 /// A handshake not finished this long after the connection was accepted

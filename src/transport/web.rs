@@ -32,8 +32,8 @@ use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, FrameHeader};
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
+use super::output::OutputBuffer;
 use super::tls::TlsTransport;
-use crate::server::output::OutputBuffer;
 use crate::wire::framing::{LineBuffer, READ_CHUNK};
 use crate::wire::protocol::{self, Lang, Reply};
 
