@@ -77,10 +77,11 @@ irc-tools:
 openssl:
 	@command -v openssl >/dev/null 2>&1 || bash tests/tls/install-openssl.sh
 
-## lint: formatting and clippy, warnings are errors
+## lint: formatting, clippy and the doc comments' links, warnings are errors
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 
 fmt:
 	$(CARGO) fmt --all

@@ -304,7 +304,7 @@ pub fn run(launch: &Launch, kind: Kind, plan: &Plan, scenario: &str) -> Result<V
 /// always meets a fresh process.
 static TURN: AtomicUsize = AtomicUsize::new(0);
 
-/// The case that holds [`seal_ms_per_1000_lines`].
+/// The case that holds what [`seal_ns_per_byte`] costs per 1000 deliveries.
 const SEALING_ALONE: &str = "sealing alone";
 
 /// What sealing costs by itself on this machine, in ns per byte of
