@@ -445,16 +445,17 @@ pub fn markdown(rows: &[Row], flood: &[FloodRow], targets: &[Value], header: &st
         s.push_str("\n| target | measured | met |\n|---|---|---|\n");
     }
     for t in targets {
+        let measured = t["measured"].as_str().unwrap_or_default();
         let met = match t["met"].as_bool() {
             Some(true) => "yes",
             Some(false) => "**no**",
+            // A figure quoted beside the goals without one of its own.
+            None if measured != "-" => "no goal",
             None => "not measured",
         };
         s.push_str(&format!(
-            "| {} | {} | {} |\n",
+            "| {} | {measured} | {met} |\n",
             t["target"].as_str().unwrap_or_default(),
-            t["measured"].as_str().unwrap_or_default(),
-            met
         ));
     }
     s
@@ -689,6 +690,22 @@ mod tests {
         let texts: Vec<&str> = svg.lines().map(str::trim).collect();
         assert!(texts.contains(&"ours-ws"), "the browser door is charted");
         assert!(!texts.contains(&"ngircd"), "no legend for a server not run");
+    }
+
+    #[test]
+    fn a_figure_without_a_goal_says_so_and_an_absent_one_is_not_measured() {
+        let targets = [
+            json!({"target": "idle browser", "measured": "1980 bytes", "met": null}),
+            json!({"target": "storm", "measured": "-", "met": null}),
+            json!({"target": "fan-out", "measured": "0.1", "met": false}),
+        ];
+        let md = markdown(&[], &[], &targets, "");
+        assert!(
+            md.contains("| idle browser | 1980 bytes | no goal |"),
+            "{md}"
+        );
+        assert!(md.contains("| storm | - | not measured |"), "{md}");
+        assert!(md.contains("| fan-out | 0.1 | **no** |"), "{md}");
     }
 
     #[test]
